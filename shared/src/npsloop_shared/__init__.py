@@ -1,0 +1,1 @@
+"""npsloop shared plumbing."""

@@ -1,0 +1,176 @@
+"""Event contracts carried on Kafka. Changing a field's meaning or type means a new `.v2` topic.
+
+The JSON Schema of each event is snapshot-tested (tests/shared/snapshots); adding an optional
+field updates the snapshot, anything else must not.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Final, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictInt,
+    model_validator,
+)
+
+RESPONSES_TOPIC: Final = "npsloop.responses.v1"
+ACCOUNTS_TOPIC: Final = "npsloop.accounts.v1"
+ALERTS_TOPIC: Final = "npsloop.alerts.v1"
+RESPONSE_RECEIVED_TYPE: Final = "io.npsloop.response.received.v1"
+
+# Fixed namespace so every replica (and every redelivered webhook) derives the same ce_id.
+CE_ID_NAMESPACE: Final = uuid.UUID("6f1d8a52-3c3e-4d6b-9a51-9f2f5d1c0b7e")
+
+MAX_COMMENT_CHARS: Final = 5_000
+MAX_ATTRIBUTES: Final = 32
+MAX_ATTRIBUTE_VALUE_CHARS: Final = 256
+MAX_FUTURE_SKEW: Final = timedelta(hours=24)
+
+
+class ResponseKind(StrEnum):
+    TRANSACTIONAL = "transactional"
+    RELATIONAL = "relational"
+
+
+class Bucket(StrEnum):
+    PROMOTER = "promoter"
+    PASSIVE = "passive"
+    DETRACTOR = "detractor"
+
+
+def bucket_for(score: int) -> Bucket:
+    """NPS bucket: promoter 9-10, passive 7-8, detractor 0-6."""
+    if score >= 9:
+        return Bucket.PROMOTER
+    if score >= 7:
+        return Bucket.PASSIVE
+    return Bucket.DETRACTOR
+
+
+def _attributes_within_limits(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValueError(f"at most {MAX_ATTRIBUTES} attributes are allowed, got {len(value)}")
+    for key, item in value.items():
+        if not key or len(key) > 64:
+            raise ValueError(f"attribute keys must be 1-64 characters, got {key[:70]!r}")
+        if len(item) > MAX_ATTRIBUTE_VALUE_CHARS:
+            raise ValueError(
+                f"attribute {key!r} is {len(item)} characters; "
+                f"at most {MAX_ATTRIBUTE_VALUE_CHARS} are allowed"
+            )
+    return value
+
+
+def _not_too_far_in_future(value: datetime) -> datetime:
+    if value - datetime.now(UTC) > MAX_FUTURE_SKEW:
+        raise ValueError("submitted_at is more than 24 hours in the future")
+    return value
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+Attributes = Annotated[dict[str, str], AfterValidator(_attributes_within_limits)]
+
+
+class Respondent(BaseModel):
+    """Who answered, when the survey tool knows. Personal data: never logged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    email: EmailStr | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+    external_id: Annotated[str, Field(max_length=128)] | None = None
+
+
+class ResponseIn(BaseModel):
+    """One response as a survey tool (source `api`) posts it to `POST /v1/responses`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    response_id: Identifier
+    revision: Annotated[StrictInt, Field(ge=0)] = 0
+    kind: ResponseKind
+    touchpoint: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    account_id: Identifier
+    score: Annotated[StrictInt, Field(ge=0, le=10)]
+    comment: Annotated[str, Field(max_length=MAX_COMMENT_CHARS)] | None = None
+    respondent: Respondent | None = None
+    submitted_at: Annotated[AwareDatetime, AfterValidator(_not_too_far_in_future)]
+    locale: Annotated[str, Field(min_length=2, max_length=35)] | None = None
+    attributes: Attributes = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _touchpoint_required_for_transactional(self) -> Self:
+        if self.kind is ResponseKind.TRANSACTIONAL and not self.touchpoint:
+            raise ValueError("touchpoint is required when kind is 'transactional'")
+        return self
+
+
+class ResponseBatchIn(BaseModel):
+    """Up to 500 responses accepted or rejected together."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    responses: Annotated[list[ResponseIn], Field(min_length=1, max_length=500)]
+
+
+class ResponseReceived(BaseModel):
+    """`npsloop.responses.v1` value: the canonical response, keyed by `account_id`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    response_id: Identifier
+    revision: Annotated[int, Field(ge=0)]
+    source: Identifier
+    kind: ResponseKind
+    touchpoint: str | None
+    account_id: Identifier
+    score: Annotated[int, Field(ge=0, le=10)]
+    bucket: Bucket
+    comment: Annotated[str, Field(max_length=MAX_COMMENT_CHARS)] | None
+    respondent: Respondent | None
+    submitted_at: AwareDatetime
+    received_at: AwareDatetime
+    locale: str | None
+    attributes: dict[str, str]
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        return response_event_id(self.source, self.response_id, self.revision)
+
+    @classmethod
+    def from_input(
+        cls, item: ResponseIn, *, source: str, received_at: datetime
+    ) -> ResponseReceived:
+        return cls(
+            response_id=item.response_id,
+            revision=item.revision,
+            source=source,
+            kind=item.kind,
+            touchpoint=item.touchpoint,
+            account_id=item.account_id,
+            score=item.score,
+            bucket=bucket_for(item.score),
+            comment=item.comment,
+            respondent=item.respondent,
+            submitted_at=item.submitted_at,
+            received_at=received_at,
+            locale=item.locale,
+            attributes=item.attributes,
+        )
+
+
+def response_event_id(source: str, response_id: str, revision: int) -> uuid.UUID:
+    """Deterministic CloudEvents id: a redelivered webhook keeps its id, so consumers dedupe."""
+    return uuid.uuid5(CE_ID_NAMESPACE, f"{source}\x1f{response_id}\x1f{revision}")
+
+
+EventType = Literal["io.npsloop.response.received.v1"]
