@@ -19,8 +19,8 @@ $(UV): | $(PY)
 	@# uv comes from PyPI into the venv itself, so nothing needs to be on the machine beyond python3.
 	$(PY) -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 
-$(STAMP): requirements.txt pyproject.toml shared/pyproject.toml services/*/pyproject.toml | $(UV)
-	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements.txt
+$(STAMP): requirements-dev.txt pyproject.toml shared/pyproject.toml services/*/pyproject.toml | $(UV)
+	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements-dev.txt
 	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation $(addprefix -e ,$(MEMBERS))
 	@touch $(STAMP)
 
@@ -47,9 +47,10 @@ bench-ingest: install ## Ingest throughput/latency vs a bare ASGI app, measured 
 bench-alerts: install ## Alerts end-to-end latency and delivery throughput
 	$(PY) bench/alerts.py
 
-lock: ## Re-resolve and re-pin requirements.txt (hashes, no index URLs)
-	uv lock
-	uv export --format requirements-txt --no-emit-workspace --all-groups --frozen -o requirements.txt
+lock: ## Re-resolve and re-pin requirements*.txt (exact versions + hashes, no index URLs)
+	uv lock --quiet
+	uv export --quiet --format requirements-txt --no-emit-workspace --no-dev --frozen -o requirements.txt
+	uv export --quiet --format requirements-txt --no-emit-workspace --all-groups --frozen -o requirements-dev.txt
 
 infra-stop: ## Stop a Kafka/PostgreSQL left running under .data/
 	-deploy/local/kafka.sh stop
