@@ -1,0 +1,1 @@
+"""Kafka plumbing: idempotent producer, at-least-once consumer with a dead-letter queue, topics."""
