@@ -42,10 +42,11 @@ pytest: install ## The test suite (starts its own Kafka and PostgreSQL)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench-ingest: install ## Ingest throughput/latency vs a bare ASGI app, measured in one run
-	$(PY) bench/ingest.py
+	@command -v wrk >/dev/null || apt-get install -y wrk
+	$(PY) bench/ingest.py $(BENCH_ARGS)
 
 bench-alerts: install ## Alerts end-to-end latency and delivery throughput
-	$(PY) bench/alerts.py
+	$(PY) bench/alerts.py $(BENCH_ARGS)
 
 lock: ## Re-resolve and re-pin requirements*.txt (exact versions + hashes, no index URLs)
 	uv lock --quiet
