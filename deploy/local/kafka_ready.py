@@ -41,16 +41,18 @@ async def broker_listed(bootstrap_servers: str) -> bool:
         await client.close()
 
 
-async def wait_until_ready(bootstrap_servers: str, pid: int | None, timeout: float) -> str | None:
+async def wait_until_ready(
+    bootstrap_servers: str, pid: int | None, within_seconds: float
+) -> str | None:
     """Returns None when ready, else the reason it never became ready."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_seconds
     while time.monotonic() < deadline:
         if pid is not None and not process_alive(pid):
             return f"broker process {pid} exited"
         if await broker_listed(bootstrap_servers):
             return None
         await asyncio.sleep(POLL_INTERVAL_SECONDS)
-    return f"no broker in the metadata of {bootstrap_servers} after {timeout:.0f}s"
+    return f"no broker in the metadata of {bootstrap_servers} after {within_seconds:.0f}s"
 
 
 def parse_args() -> argparse.Namespace:

@@ -31,6 +31,8 @@ with warnings.catch_warnings():
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATABASE_NAME = "npsloop"
+DATABASE_EXISTS_SQL = "SELECT 1 FROM pg_database WHERE datname = 'npsloop'"
+CREATE_DATABASE_SQL = "CREATE DATABASE npsloop"
 DATABASE_USER = "postgres"
 SERVICE_USER_WHEN_ROOT = "embedded_postgres"
 START_TIMEOUT_SECONDS = 60
@@ -58,6 +60,10 @@ class Server:
     @property
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
+
+
+def say(line: str) -> None:
+    sys.stdout.write(f"{line}\n")
 
 
 def server_from_environment() -> Server:
@@ -194,43 +200,42 @@ def psql(port: int, sql: str) -> str:
 
 
 def ensure_database(port: int) -> None:
-    exists = psql(port, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'")
-    if exists != "1":
-        psql(port, f"CREATE DATABASE {DATABASE_NAME}")
+    if psql(port, DATABASE_EXISTS_SQL) != "1":
+        psql(port, CREATE_DATABASE_SQL)
 
 
 def start(server: Server) -> None:
     port = running_port(server)
     if port is not None:
-        print(f"postgres.sh: already running (data {server.data_dir})")
+        say(f"postgres.sh: already running (data {server.data_dir})")
     else:
         prepare_directory(server)
         if not server.initialised:
             initialise(server)
         port = choose_port(server)
         launch(server, port)
-        print(f"postgres.sh: PostgreSQL running on 127.0.0.1:{port} (data {server.data_dir})")
+        say(f"postgres.sh: PostgreSQL running on 127.0.0.1:{port} (data {server.data_dir})")
     ensure_database(port)
-    print(f"NPSLOOP_DATABASE_URL={database_url(port)}")
+    say(f"NPSLOOP_DATABASE_URL={database_url(port)}")
 
 
 def stop(server: Server) -> None:
     if running_port(server) is None:
-        print(f"postgres.sh: not running (data {server.data_dir})")
+        say(f"postgres.sh: not running (data {server.data_dir})")
         return
     result = run_tool(server, "pg_ctl", "-D", str(server.data_dir), "-m", "fast", "-w", "stop")
     if result.returncode:
         raise PostgresControlError(f"pg_ctl stop failed:\n{result.stdout}{result.stderr}")
-    print("postgres.sh: stopped")
+    say("postgres.sh: stopped")
 
 
 def status(server: Server) -> bool:
     port = running_port(server)
     if port is None:
-        print(f"postgres.sh: stopped (data {server.data_dir})")
+        say(f"postgres.sh: stopped (data {server.data_dir})")
         return False
-    print(f"postgres.sh: running (data {server.data_dir})")
-    print(f"NPSLOOP_DATABASE_URL={database_url(port)}")
+    say(f"postgres.sh: running (data {server.data_dir})")
+    say(f"NPSLOOP_DATABASE_URL={database_url(port)}")
     return True
 
 
@@ -247,7 +252,7 @@ def main() -> int:
         else:
             return 0 if status(server) else 1
     except PostgresControlError as error:
-        print(f"postgres.sh: {error}", file=sys.stderr)
+        sys.stderr.write(f"postgres.sh: {error}\n")
         return 1
     return 0
 
