@@ -174,3 +174,49 @@ def response_event_id(source: str, response_id: str, revision: int) -> uuid.UUID
 
 
 EventType = Literal["io.npsloop.response.received.v1"]
+
+
+# --- npsloop.accounts.v1 (compacted, key `account_id`; a null value deletes the account) -------
+
+ACCOUNT_UPSERTED_TYPE: Final = "io.npsloop.account.upserted.v1"
+ACCOUNT_DELETED_TYPE: Final = "io.npsloop.account.deleted.v1"
+
+
+class AccountContact(BaseModel):
+    """A person an account routes to (owner, backup owner or manager), resolved at publish time."""
+
+    # Consumers ignore fields added later (additive evolution keeps the `.v1` topic).
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    person_id: Identifier
+    name: str
+    email: str | None
+    locale: str
+    timezone: str
+    active: bool
+
+
+class AccountUpserted(BaseModel):
+    """`npsloop.accounts.v1` value: the account as the alerts service's directory holds it now.
+
+    Published after every effective change to the account or to one of its contacts. `version`
+    grows with every change of the account row, so a consumer can ignore an older value.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    account_id: Identifier
+    name: str
+    segment: str | None
+    tier: str | None
+    locale: str
+    timezone: str
+    attributes: dict[str, str]
+    owner_id: str | None
+    backup_owner_id: str | None
+    manager_id: str | None
+    owner: AccountContact | None
+    backup_owner: AccountContact | None
+    manager: AccountContact | None
+    version: Annotated[int, Field(ge=1)]
+    updated_at: AwareDatetime
