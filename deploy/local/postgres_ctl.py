@@ -209,10 +209,10 @@ def start(server: Server) -> None:
     if port is not None:
         say(f"postgres.sh: already running (data {server.data_dir})")
     else:
+        port = choose_port(server)
         prepare_directory(server)
         if not server.initialised:
             initialise(server)
-        port = choose_port(server)
         launch(server, port)
         say(f"postgres.sh: PostgreSQL running on 127.0.0.1:{port} (data {server.data_dir})")
     ensure_database(port)
