@@ -1,0 +1,287 @@
+"""The project's Kafka producer: idempotent, `acks=all`, and a bounded wait for the broker's ack.
+
+What "accepted" means here: `publish` and `publish_many` return only after the partition leader
+acknowledged every record with `acks=all`, i.e. every in-sync replica appended it to its log (and
+at least `min.insync.replicas` of them are in sync). From then on the record survives the loss of
+any broker but the last in-sync one. With replication factor 1 (local runs) it means the single
+broker's log. Only then may a caller answer 2xx or commit an offset.
+
+aiokafka has no delivery timeout, and an idempotent producer retries a batch until it succeeds.
+So each call bounds its wait with `ack_timeout`; on timeout, or any Kafka error, it raises
+`BrokerUnavailable` and the caller must treat *all* its records as not accepted. Some may still be
+written later by those retries — harmless, because every event carries a deterministic id
+(`ce_id`) and consumers dedupe on it; the client is told to retry and will produce the same ids.
+
+Errors that leave the producer unusable (`OutOfOrderSequenceNumber`, a fenced producer, a dead
+sender task) make the wrapper discard the aiokafka producer and create a fresh one (new producer
+id) before the next publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    IllegalStateError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+)
+from pydantic import BaseModel
+
+from npsloop_shared.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+KafkaHeaders = list[tuple[str, bytes]]
+
+DEFAULT_ACK_TIMEOUT: Final = 5.0
+DEFAULT_RETRY_AFTER_SECONDS: Final = 5
+# One in-flight produce request per broker means records gather while the previous one is out;
+# a short linger only helps a lone record find company, so keep it small for latency.
+DEFAULT_LINGER_MS: Final = 1
+DEFAULT_MAX_BATCH_BYTES: Final = 256 * 1024
+
+# These leave aiokafka's producer unusable until it is recreated (a new producer id).
+_FATAL_ERRORS: Final = (OutOfOrderSequenceNumber, ProducerFenced, IllegalStateError, ProducerClosed)
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """Kafka did not acknowledge in time or is unreachable: nothing may be reported as accepted."""
+
+    def __init__(self, detail: str, *, retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS):
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+        self.retry_after_seconds = retry_after_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """A record to publish; `value` is bytes already (see `encode_value`)."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: KafkaHeaders = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """Where the broker stored an acknowledged record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def encode_value(value: object) -> bytes:
+    """JSON bytes for a record value: pydantic models through their own serializer, else orjson."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, BaseModel):
+        return value.__pydantic_serializer__.to_json(value)
+    return orjson.dumps(value)
+
+
+def encode_key(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class KafkaProducer:
+    """One long-lived producer per process; `start` once (in the lifespan), `stop` at shutdown."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str = "npsloop",
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+        retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS,
+        linger_ms: int = DEFAULT_LINGER_MS,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    ) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._ack_timeout = ack_timeout
+        self._retry_after = retry_after_seconds
+        self._linger_ms = linger_ms
+        self._max_batch_bytes = max_batch_bytes
+        self._producer: Any = None  # AIOKafkaProducer once started
+        self._lifecycle = asyncio.Lock()
+        self._recreating: asyncio.Task[None] | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return self._producer is not None
+
+    @property
+    def ack_timeout(self) -> float:
+        return self._ack_timeout
+
+    async def start(self) -> None:
+        """Connect and obtain a producer id; raises `BrokerUnavailable` if Kafka is not there."""
+        async with self._lifecycle:
+            if self._producer is None:
+                self._producer = await self._started_producer()
+
+    async def start_with_retry(self, max_delay: float = 5.0) -> None:
+        """`start`, retried with capped exponential backoff until it works (or is cancelled)."""
+        delay = 0.2
+        while True:
+            try:
+                await self.start()
+            except BrokerUnavailable as exc:
+                log.warning("kafka not reachable yet, retrying", extra={"detail": exc.detail})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay)
+            else:
+                return
+
+    async def stop(self, flush_seconds: float = 10.0) -> None:
+        """Flush what is pending for up to `flush_seconds`, then close.
+
+        Anything still unacknowledged at that point belongs to a call that already raised
+        `BrokerUnavailable` (its own `ack_timeout` is shorter), so nothing promised is dropped.
+        """
+        if self._recreating is not None:
+            self._recreating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recreating
+            self._recreating = None
+        async with self._lifecycle:
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                await _close(producer, flush_seconds)
+
+    async def publish(
+        self,
+        topic: str,
+        value: object,
+        *,
+        key: str | bytes | None = None,
+        headers: KafkaHeaders | None = None,
+    ) -> Acked:
+        """Publish one record and wait for its ack (see the module docstring for the promise)."""
+        record = OutgoingRecord(topic, encode_value(value), encode_key(key), headers or [])
+        return (await self.publish_many((record,)))[0]
+
+    async def publish_many(self, records: Sequence[OutgoingRecord]) -> list[Acked]:
+        """Enqueue every record, then wait until all are acknowledged, within `ack_timeout`.
+
+        All or nothing from the caller's point of view: if any record is not acknowledged in
+        time, `BrokerUnavailable` is raised and none may be reported as accepted.
+        """
+        producer = self._usable_producer()
+        try:
+            async with asyncio.timeout(self._ack_timeout):
+                futures = [
+                    await producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+                    for r in records
+                ]
+                metadata = await asyncio.gather(*futures)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"Kafka did not acknowledge within {self._ack_timeout:g} s",
+                retry_after_seconds=self._retry_after,
+            ) from None
+        except KafkaError as exc:
+            self._note_failure(producer, exc)
+            raise BrokerUnavailable(
+                f"Kafka refused the records ({type(exc).__name__})",
+                retry_after_seconds=self._retry_after,
+            ) from exc
+        return [Acked(m.topic, m.partition, m.offset) for m in metadata]
+
+    async def ping(self, within_seconds: float = 1.0) -> bool:
+        """True when a metadata request returns at least one broker within `within_seconds`."""
+        producer = self._producer
+        if producer is None:
+            return False
+        try:
+            async with asyncio.timeout(within_seconds):
+                cluster = await producer.client.fetch_all_metadata()
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return bool(cluster.brokers())
+
+    def _usable_producer(self) -> Any:
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("Kafka is not connected", retry_after_seconds=self._retry_after)
+        return producer
+
+    def _note_failure(self, producer: Any, exc: KafkaError) -> None:
+        if not (isinstance(exc, _FATAL_ERRORS) or _sender_died(producer)):
+            return
+        if self._producer is producer and (self._recreating is None or self._recreating.done()):
+            log.warning("kafka producer unusable, recreating", extra={"error": type(exc).__name__})
+            self._recreating = asyncio.create_task(self._recreate(producer))
+
+    async def _recreate(self, broken: Any) -> None:
+        async with self._lifecycle:
+            if self._producer is broken:
+                self._producer = None
+        await _close(broken, flush_seconds=1.0)
+        await self.start_with_retry()
+        log.info("kafka producer recreated")
+
+    async def _started_producer(self) -> Any:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=self._client_id,
+            enable_idempotence=True,  # implies acks="all"; never pass api_version
+            linger_ms=self._linger_ms,
+            max_batch_size=self._max_batch_bytes,
+            request_timeout_ms=max(1000, math.ceil(self._ack_timeout * 1000)),
+        )
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            await _close(producer, flush_seconds=1.0)
+            raise BrokerUnavailable(
+                f"cannot connect to Kafka ({type(exc).__name__})",
+                retry_after_seconds=self._retry_after,
+            ) from exc
+        return producer
+
+
+def _sender_died(producer: Any) -> bool:
+    # aiokafka's background sender ends only on an unrecoverable error, after which every send
+    # fails with a copy of it. There is no public accessor, hence the private attribute.
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    return task is not None and task.done()
+
+
+async def _close(producer: Any, flush_seconds: float) -> None:
+    try:
+        async with asyncio.timeout(flush_seconds):
+            await producer.stop()
+    except TimeoutError:
+        log.warning("kafka producer did not flush in time; unacknowledged records abandoned")
+        await _abandon(producer)
+    except (KafkaError, OSError) as exc:
+        log.warning("kafka producer stop failed", extra={"error": type(exc).__name__})
+        await _abandon(producer)
+
+
+async def _abandon(producer: Any) -> None:
+    # stop() waits for the flush forever while the broker is away (idempotent batches never
+    # expire). Those records' callers were already answered "not accepted", so cancel the
+    # sender and close the connections instead of leaking them. No public API does this.
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, KafkaError):
+            await task
+    with contextlib.suppress(KafkaError, OSError):
+        await producer.client.close()
