@@ -76,6 +76,8 @@ class ControlledServer:
             text=True,
             timeout=SCRIPT_TIMEOUT_SECONDS,
             check=False,
+            # A Ctrl-C meant for the runner must not cut a start or stop half way.
+            start_new_session=True,
         )
 
     def start(self) -> str:
