@@ -282,3 +282,61 @@ class AccountUpserted(BaseModel):
     manager: AccountContact | None
     version: Annotated[int, Field(ge=1)]
     updated_at: AwareDatetime
+
+
+# --- npsloop.alerts.v1 (key `account_id`): alert lifecycle ----------------------------------
+
+
+class AlertEventKind(StrEnum):
+    """What happened to an alert; the CloudEvents type is `io.npsloop.alert.<kind>.v1`."""
+
+    CREATED = "created"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    APPROVAL_REQUESTED = "approval_requested"
+    REOPENED = "reopened"
+    REMINDED = "reminded"
+    ESCALATED = "escalated"
+    SLA_BREACHED = "sla_breached"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    APPROVAL_REQUESTED = "approval_requested"
+    RESOLVED = "resolved"
+
+
+def alert_event_type(kind: AlertEventKind) -> str:
+    return f"io.npsloop.alert.{kind.value}.v1"
+
+
+class AlertLifecycleEvent(BaseModel):
+    """`npsloop.alerts.v1` value: one step in an alert's life, keyed by `account_id`.
+
+    One alert exists per `(source, response_id)`; `revision` is the response revision the alert
+    held when the step happened. The `ce_id` header is deterministic per (alert, kind, step), so
+    consumers dedupe a re-published event on it.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event: AlertEventKind
+    alert_id: uuid.UUID
+    account_id: Identifier
+    source: Identifier
+    response_id: Identifier
+    revision: Annotated[int, Field(ge=0)]
+    bucket: Bucket
+    score: Annotated[int, Field(ge=0, le=10)]
+    kind: ResponseKind
+    touchpoint: str | None
+    segment: str | None
+    owner_id: str | None
+    status: AlertStatus
+    account_known: bool
+    submitted_at: AwareDatetime
+    received_at: AwareDatetime
+    acknowledge_due_at: AwareDatetime | None
+    resolve_due_at: AwareDatetime | None
+    occurred_at: AwareDatetime
