@@ -1,0 +1,73 @@
+"""Locales for alert messages: gettext catalogs (`locales/<locale>/LC_MESSAGES/alerts.po`, read
+with Babel) and Babel's CLDR data for dates, so no translated string lives in Python code."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Final
+from zoneinfo import ZoneInfo
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+
+DEFAULT_LOCALE: Final = "en"
+SUPPORTED_LOCALES: Final = ("en", "pt_BR", "zh_CN")
+CATALOG_DOMAIN: Final = "alerts"
+# When only the language matches, this is the variant we have.
+_BY_LANGUAGE: Final = {"en": "en", "pt": "pt_BR", "zh": "zh_CN"}
+
+
+def resolve_locale(tag: str | None) -> str:
+    """The supported locale closest to a BCP 47 tag (`pt-BR`, `pt_PT`, `zh-Hans-CN`, `en-GB`).
+
+    Exact language+territory first, then the language alone, then English.
+    """
+    if not tag:
+        return DEFAULT_LOCALE
+    try:
+        parsed = Locale.parse(tag.replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        return DEFAULT_LOCALE
+    exact = f"{parsed.language}_{parsed.territory}" if parsed.territory else parsed.language
+    if exact in SUPPORTED_LOCALES:
+        return exact
+    return _BY_LANGUAGE.get(parsed.language, DEFAULT_LOCALE)
+
+
+def bcp47(locale: str) -> str:
+    """`pt_BR` → `pt-BR` (for `Content-Language` and `lang` attributes)."""
+    return locale.replace("_", "-")
+
+
+@cache
+def translations(locale: str) -> Translations:
+    """The compiled catalog for a supported locale (English returns its msgids unchanged)."""
+    if locale not in SUPPORTED_LOCALES:
+        raise ValueError(f"unsupported locale {locale!r}; resolve it with resolve_locale() first")
+    po_file = resources.files(__package__).joinpath(
+        "locales", locale, "LC_MESSAGES", f"{CATALOG_DOMAIN}.po"
+    )
+    with po_file.open("rb") as handle:
+        catalog = read_po(handle, locale=locale, domain=CATALOG_DOMAIN)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return Translations(compiled, domain=CATALOG_DOMAIN)
+
+
+def format_moment(moment: datetime, zone: ZoneInfo, locale: str) -> str:
+    """A date and time in the recipient's timezone and locale, with the zone's short name:
+    `Mar 2, 2026, 12:05 PM EST`, `2 de mar. de 2026 14:05 BRT`, `2026年3月3日 01:05 +0800`."""
+    babel_locale = Locale.parse(locale)
+    local = moment.astimezone(zone)
+    date_part = format_datetime(local, babel_locale.date_formats["medium"].pattern, locale=locale)
+    time_part = format_datetime(local, babel_locale.time_formats["short"].pattern, locale=locale)
+    pattern = str(babel_locale.datetime_formats["medium"])
+    zone_name = format_datetime(local, "z", tzinfo=zone, locale=locale)
+    return pattern.replace("{1}", date_part).replace("{0}", time_part) + f" {zone_name}"
