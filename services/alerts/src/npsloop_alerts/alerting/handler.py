@@ -1,0 +1,75 @@
+"""The Kafka record handler of group `npsloop-alerts` on `npsloop.responses.v1`.
+
+Per record: decode (a record that breaks the contract raises `PermanentMessageError` and goes to
+the DLQ), then one database transaction for the whole decision, committed before this returns.
+The consumer wrapper commits the offset only after that, so a crash in between redelivers the
+record and the `ce_id` dedupe makes the second pass a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from npsloop_alerts.alerting.metrics import AlertingMetrics
+from npsloop_alerts.alerting.repository import AlertRepository
+from npsloop_alerts.alerting.service import AlertDecider, DecideOutcome, DecideResult
+from npsloop_shared.contracts import RESPONSE_RECEIVED_TYPE, ResponseReceived
+from npsloop_shared.db import SessionMaker, session_scope
+from npsloop_shared.kafka.consumer import ConsumedRecord, PermanentMessageError
+from npsloop_shared.kafka.dlq import describe_error
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+
+def decode_response(record: ConsumedRecord) -> tuple[uuid.UUID, ResponseReceived]:
+    """The CloudEvents id and the response, or `PermanentMessageError` saying what is wrong."""
+    ce_type = record.header("ce_type")
+    if ce_type is not None and ce_type.decode(errors="replace") != RESPONSE_RECEIVED_TYPE:
+        raise PermanentMessageError(f"unexpected ce_type {ce_type[:100]!r} on a responses topic")
+    if record.value is None:
+        raise PermanentMessageError("record has no value")
+    try:
+        event = ResponseReceived.model_validate_json(record.value)
+    except ValidationError as exc:
+        raise PermanentMessageError(describe_error(exc)) from None
+    ce_id = record.header("ce_id")
+    if ce_id is None:
+        # Ids are deterministic per (source, response, revision): derive the one ingest would set.
+        return event.event_id, event
+    try:
+        return uuid.UUID(ce_id.decode()), event
+    except (UnicodeDecodeError, ValueError):
+        raise PermanentMessageError("ce_id header is not a UUID") from None
+
+
+class ResponseHandler:
+    def __init__(
+        self, sessionmaker: SessionMaker, decider: AlertDecider, metrics: AlertingMetrics
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._decider = decider
+        self._metrics = metrics
+
+    async def __call__(self, record: ConsumedRecord) -> None:
+        event_id, event = decode_response(record)
+        async with session_scope(self._sessionmaker) as session:
+            result = await self._decider.decide(AlertRepository(session), event_id, event)
+        self._count(result)
+        log.debug(
+            "response decided",
+            extra={
+                "outcome": result.outcome.value,
+                "alert_id": str(result.alert_id),
+                "deliveries": result.deliveries_created,
+            },
+        )
+
+    def _count(self, result: DecideResult) -> None:
+        self._metrics.responses.labels(result.outcome.value).inc()
+        if result.outcome is DecideOutcome.CREATED:
+            self._metrics.deliveries_planned.inc(result.deliveries_created)
+            if not result.account_known:
+                self._metrics.unknown_accounts.inc()
+            self._metrics.unresolved_recipients.inc(result.unresolved_recipients)

@@ -1,0 +1,55 @@
+"""Prometheus metrics of consume-and-decide (registered once per registry)."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+
+
+@dataclass(frozen=True, slots=True)
+class AlertingMetrics:
+    responses: Counter
+    unknown_accounts: Counter
+    unresolved_recipients: Counter
+    deliveries_planned: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> AlertingMetrics:
+        return cls(
+            responses=Counter(
+                "npsloop_alerts_responses",
+                "Response revisions decided, by outcome (created, updated, stale, duplicate).",
+                ["outcome"],
+                registry=registry,
+            ),
+            unknown_accounts=Counter(
+                "npsloop_alerts_unknown_account_responses",
+                "Alerts created for an account the directory does not know (routed to the team).",
+                registry=registry,
+            ),
+            unresolved_recipients=Counter(
+                "npsloop_alerts_unresolved_recipients",
+                "Recipients a matching rule asked for that nobody could fill, not even the team.",
+                registry=registry,
+            ),
+            deliveries_planned=Counter(
+                "npsloop_alerts_deliveries_planned",
+                "Deliveries created by the decide step.",
+                registry=registry,
+            ),
+        )
+
+
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, AlertingMetrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def alerting_metrics(registry: CollectorRegistry | None = None) -> AlertingMetrics:
+    target = REGISTRY if registry is None else registry
+    metrics = _by_registry.get(target)
+    if metrics is None:
+        metrics = _by_registry[target] = AlertingMetrics.register(target)
+    return metrics

@@ -1,0 +1,25 @@
+"""Consume-and-decide settings (`NPSLOOP_ALERTS_*`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from npsloop_alerts.alerting.sla import SlaPolicy
+from npsloop_shared.contracts import ALERTS_TOPIC, RESPONSES_TOPIC
+from npsloop_shared.settings import NpsloopSettings
+from pydantic import Field
+
+
+class AlertingSettings(NpsloopSettings):
+    alerts_consumer_group: str = "npsloop-alerts"
+    alerts_responses_topic: str = RESPONSES_TOPIC
+    alerts_events_topic: str = ALERTS_TOPIC
+    # An email (and a Slack incoming-webhook post) for a response without a comment waits this
+    # long for the comment revision, so score-then-comment arrives as one complete message.
+    alerts_email_hold_seconds: Annotated[float, Field(ge=0)] = 60.0
+    # JSON, see `npsloop_alerts.alerting.sla`.
+    alerts_sla_policy: SlaPolicy = Field(default_factory=SlaPolicy)
+    # Where the "read the full comment" link of a truncated message points.
+    alerts_public_base_url: str = "http://127.0.0.1:8001"
+    # How long `ce_id`s are kept for dedupe (longer than any topic retention).
+    alerts_processed_event_retention_days: Annotated[float, Field(gt=0)] = 30.0
