@@ -7,6 +7,7 @@ Helpers here are shared with `test_consumer_resilience.py`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from npsloop_shared.kafka.consumer import (
     Backoff,
     ConsumedRecord,
@@ -113,18 +115,28 @@ async def read_topic(bootstrap: str, topic: str, partitions: int = 1) -> list[An
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout_s: float = 30.0, what: str = ""
+    check: Callable[[], bool | Awaitable[bool]], *, timeout_s: float = 30.0, what: str = ""
 ) -> None:
+    """Wait until `check()` (plain or async) is true; fail after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while not await check():
+    while not await _resolved(check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or check}")
         await asyncio.sleep(0.05)
 
 
+async def _resolved(value: bool | Awaitable[bool]) -> bool:
+    return await value if inspect.isawaitable(value) else value
+
+
 async def committed_to_be(bootstrap: str, group: str, expected: dict[int, int]) -> None:
     async def matches() -> bool:
-        return await committed_offsets(bootstrap, group) == expected
+        try:
+            return await committed_offsets(bootstrap, group) == expected
+        except KafkaError as exc:
+            if exc.retriable:  # e.g. a fresh broker still electing the group coordinator
+                return False
+            raise
 
     await eventually(matches, what=f"committed offsets {expected}")
 
@@ -147,7 +159,7 @@ class RecordingHandler:
     def offsets(self) -> list[int]:
         return [c.offset for c in self.calls]
 
-    async def has_seen(self, *offsets: int) -> bool:
+    def has_seen(self, *offsets: int) -> bool:
         return set(offsets) <= set(self.offsets())
 
 
@@ -419,7 +431,7 @@ async def test_a_poison_record_stays_uncommitted_while_the_dlq_is_unreachable(
     async with new_consumer(
         kafka_bootstrap, topic, group, handler, registry=registry, dead_letters=unreachable_dlq
     ):
-        await eventually(lambda: _at_least(handler.calls_for(0), 3), what="retried later")
+        await eventually(lambda: handler.calls_for(0) >= 3, what="retried later")
     await unreachable_dlq.close()
 
     assert set(handler.offsets()) == {0}, "nothing after the poison record is handled"
@@ -432,7 +444,3 @@ async def test_a_poison_record_stays_uncommitted_while_the_dlq_is_unreachable(
         await committed_to_be(kafka_bootstrap, group, {0: 2})
     assert recovered.offsets() == [0, 1]
     assert [r.value for r in await read_topic(kafka_bootstrap, f"{topic}.dlq")] == [b"{not json"]
-
-
-async def _at_least(value: int, minimum: int) -> bool:
-    return value >= minimum

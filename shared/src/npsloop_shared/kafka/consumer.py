@@ -162,7 +162,7 @@ class ConsumerMetrics:
         return cls(
             records=Counter(
                 "npsloop_consumer_records",
-                "Records finished, by outcome (processed, dead_lettered, failed, dlq_unavailable).",
+                "Handler outcomes: processed, dead_lettered, failed (will retry), dlq_unavailable.",
                 ["group", "topic", "outcome"],
                 registry=registry,
             ),

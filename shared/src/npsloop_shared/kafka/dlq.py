@@ -22,9 +22,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from npsloop_shared.kafka.topics import DLQ_SUFFIX
+
 log = logging.getLogger(__name__)
 
-DLQ_SUFFIX = ".dlq"
 MAX_ERROR_MESSAGE_CHARS = 512
 
 ERROR_CLASS_HEADER = "npsloop_error_class"
@@ -51,7 +52,7 @@ _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
     (re.compile(r"(?i)\b(bearer|basic)\s+\S+"), r"\1 ***"),
     (re.compile(r"\b(?:whsec_|xox[abpr]-)\S+"), "***"),
-    (re.compile(r"\b\d{6,}:[\w-]{30,}"), "***"),
+    (re.compile(r"(?<!\d)\d{6,}:[\w-]{30,}"), "***"),  # Telegram bot token, also inside /bot…/
     (re.compile(r"(?i)\b(password|secret|token|api[_-]?key)=\S+"), r"\1=***"),
 )
 
