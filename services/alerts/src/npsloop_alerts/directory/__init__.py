@@ -1,0 +1,1 @@
+"""The directory: people, accounts, the team, and their publication on npsloop.accounts.v1."""
