@@ -194,9 +194,10 @@ def build_mime(
     mime["Auto-Submitted"] = "auto-generated"
     # Ask Exchange/Outlook not to answer with out-of-office or read receipts.
     mime["X-Auto-Response-Suppress"] = "All"
-    mime["Content-Language"] = rendered.locale
     mime.set_content(rendered.text, subtype="plain", cte="quoted-printable")
     mime.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    # After add_alternative: making the message multipart moves Content-* headers into part 1.
+    mime["Content-Language"] = rendered.locale
     if rendered.inline_images:
         html_part = mime.get_body(preferencelist=("html",))
         assert isinstance(html_part, EmailMessage)
