@@ -273,9 +273,8 @@ class KafkaEventConsumer:
         # Held while a handler or a DLQ publish runs — never around getmany(), which a rebalance
         # blocks; holding it there would deadlock with the revocation callback (aiokafka docs).
         self._in_flight = asyncio.Lock()
-        self._generation = (
-            0  # bumped on every revocation; fetched records of an older one are stale
-        )
+        # Bumped on every revocation: records fetched under an older generation are stale.
+        self._generation = 0
         self._committable: dict[TopicPartition, int] = {}
         self._next_offsets: dict[TopicPartition, int] = {}
         self._lag_refreshed_at = 0.0
@@ -323,8 +322,8 @@ class KafkaEventConsumer:
         except _Interrupted:
             pass
         except Exception:
+            # A bug, not a broker problem (those are retried): `running` turns False for health.
             log.exception("consumer loop crashed", extra={"group": self._group_id})
-            raise
         finally:
             if self._owns_dead_letters:
                 await self._dead_letters.close()
