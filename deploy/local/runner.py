@@ -225,7 +225,8 @@ def supervise(services: list[ServiceProcess], servers: dict[str, ControlledServe
 
 
 def bring_up_and_watch(stack: contextlib.ExitStack, layout: Layout) -> None:
-    layout.data_root.mkdir(parents=True, exist_ok=True)
+    for folder in (layout.data_root, layout.mail_dir, layout.log_dir):
+        folder.mkdir(parents=True, exist_ok=True)
     postgres = PostgresServer(layout.data_root / "postgres")
     start_server(stack, postgres, "PostgreSQL")
     kafka = KafkaBroker(layout.data_root / "kafka")
@@ -259,12 +260,17 @@ def bring_up_and_watch(stack: contextlib.ExitStack, layout: Layout) -> None:
 
 @contextlib.contextmanager
 def interrupts_on_termination() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run like Ctrl-C does, through the same orderly shutdown."""
+    """Ctrl-C, SIGTERM and SIGHUP all end the run through the same orderly shutdown.
+
+    SIGINT is set explicitly: a process started in the background by a non-interactive shell
+    inherits it ignored, and Python then never raises KeyboardInterrupt.
+    """
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    stopping_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in stopping_signals}
     try:
         yield
     finally:
@@ -285,7 +291,7 @@ def main() -> int:
         try:
             bring_up_and_watch(stack, layout)
         except KeyboardInterrupt:
-            say("\nstopping npsloop (Ctrl-C) ...")
+            say("\nstopping npsloop ...")
         except (RunnerError, InfrastructureError, OSError, subprocess.SubprocessError) as error:
             say(f"npsloop could not start: {error}")
             exit_code = 1
