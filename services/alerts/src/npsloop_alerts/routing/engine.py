@@ -163,6 +163,8 @@ def route(facts: ResponseFacts, inputs: RoutingInputs, *, now: datetime) -> Rout
     for rule in matched:
         for action in rule.definition.actions:
             for recipient in action.recipients:
+                if _optional_and_unset(recipient, inputs.team):
+                    continue
                 found = _resolve(recipient, action, inputs, rule.id, now)
                 if not found:
                     unresolved.append(Unresolved(rule_id=rule.id, recipient=recipient))
@@ -174,6 +176,11 @@ def route(facts: ResponseFacts, inputs: RoutingInputs, *, now: datetime) -> Rout
         account_known=inputs.account is not None,
         unresolved=tuple(unresolved),
     )
+
+
+def _optional_and_unset(recipient: str, team: TeamRouting) -> bool:
+    """`team_wins` only applies "if configured": without a wins destination it is skipped."""
+    return recipient_role(recipient) is RecipientRole.TEAM_WINS and team.wins_person_id is None
 
 
 def matching_rules(
