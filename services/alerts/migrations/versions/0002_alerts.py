@@ -139,6 +139,7 @@ def _create_deliveries() -> None:
         sa.Column("rendered_revision", sa.Integer()),
         _jsonb("external_ref", nullable=True),
         sa.Column("editable", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        _jsonb("details", nullable=True),
         sa.Column("claim_token", postgresql.UUID(as_uuid=True)),
         sa.Column("last_error_class", sa.String(128)),
         sa.Column("last_error", sa.Text()),

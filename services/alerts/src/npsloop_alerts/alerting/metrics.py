@@ -14,6 +14,7 @@ class AlertingMetrics:
     unknown_accounts: Counter
     unresolved_recipients: Counter
     deliveries_planned: Counter
+    events_published: Counter
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> AlertingMetrics:
@@ -37,6 +38,11 @@ class AlertingMetrics:
             deliveries_planned=Counter(
                 "npsloop_alerts_deliveries_planned",
                 "Deliveries created by the decide step.",
+                registry=registry,
+            ),
+            events_published=Counter(
+                "npsloop_alerts_lifecycle_events_published",
+                "alerts.v1 lifecycle events published by the outbox relay.",
                 registry=registry,
             ),
         )

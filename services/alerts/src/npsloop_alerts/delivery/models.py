@@ -98,6 +98,8 @@ class Delivery(TimestampedMixin, Base):
     # The sent message can be edited in place (Slack bot mode, Telegram): a newer revision
     # becomes an edit instead of being left unseen.
     editable: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # What a non-alert message is about (for `destination_disabled`: which destination, why).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     last_error_class: Mapped[str | None] = mapped_column(String(128))
     last_error: Mapped[str | None] = mapped_column(Text)

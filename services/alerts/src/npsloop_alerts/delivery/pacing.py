@@ -12,6 +12,7 @@ slot, without counting an attempt. This module is the pure arithmetic of that.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -89,7 +90,7 @@ class PacingPolicy:
 class PacedItem:
     """One claimed delivery and the limits it counts against."""
 
-    delivery_id: object
+    delivery_id: uuid.UUID
     paces: Sequence[Pace]
 
 
@@ -97,8 +98,8 @@ class PacedItem:
 class SlotPlan:
     """Outcome of pacing one claimed batch."""
 
-    send_at: dict[object, datetime] = field(default_factory=dict)
-    deferred_until: dict[object, datetime] = field(default_factory=dict)
+    send_at: dict[uuid.UUID, datetime] = field(default_factory=dict)
+    deferred_until: dict[uuid.UUID, datetime] = field(default_factory=dict)
     next_allowed_at: dict[str, datetime] = field(default_factory=dict)
 
 

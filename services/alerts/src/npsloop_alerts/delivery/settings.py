@@ -9,14 +9,28 @@ from __future__ import annotations
 from typing import Annotated
 
 from npsloop_shared.settings import NpsloopSettings
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 NonNegativeSeconds = Annotated[float, Field(ge=0)]
 
 
 class DeliverySettings(NpsloopSettings):
-    """How deliveries are claimed, sent, retried and paced."""
+    """How deliveries are claimed, sent, retried and paced, and where the channels point."""
+
+    # Channels. Vendor base URLs are settings so tests and staging point at local servers.
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    email_from_address: str = "alerts@npsloop.localhost"
+    email_from_name: str = "npsloop"
+    smtp_pool_size: Annotated[int, Field(ge=1, le=100)] = 8
+    slack_api_url: str = "https://slack.com/api"
+    slack_bot_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_bot_token: SecretStr | None = None
+    # `whsec_…` secret signing outbound webhooks (Standard Webhooks).
+    webhook_signing_secret: SecretStr | None = None
+    # Connections per vendor host; sends beyond it wait for a free connection.
+    delivery_http_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 200
 
     # Retries: attempt n (1-based) failing transiently waits
     # min(max, base * factor**(n-1)) * (1 ± jitter), unless the vendor sent a retry hint.

@@ -1,0 +1,58 @@
+"""LISTEN on a PostgreSQL channel with a dedicated asyncpg connection, calling back on NOTIFY.
+
+A lost connection is not fatal (the loop also polls); `ensure()` reconnects when called.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """`postgresql+asyncpg://…` (SQLAlchemy) → `postgresql://…` (asyncpg)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class NotifyListener:
+    def __init__(self, database_url: str, channel: str, on_notify: Callable[[], None]) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._channel = channel
+        self._on_notify = on_notify
+        self._connection: Any = None
+
+    @property
+    def listening(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed()
+
+    async def ensure(self) -> None:
+        """Connect and LISTEN unless already listening; failures are logged, not raised."""
+        if self.listening:
+            return
+        await self.close()
+        try:
+            connection = await asyncpg.connect(self._dsn, timeout=5)
+            await connection.add_listener(self._channel, self._notified)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("cannot LISTEN yet; polling", extra={"error": type(exc).__name__})
+            return
+        self._connection = connection
+        # Whatever was notified while we were not listening is found by the next claim.
+        self._on_notify()
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            try:
+                await connection.close(timeout=2)
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                connection.terminate()
+
+    def _notified(self, *_: object) -> None:
+        self._on_notify()

@@ -1,0 +1,472 @@
+"""Delivery queue queries. Nothing here commits: the loop's claim and record steps do.
+
+Claiming is one statement: lock due rows with `FOR UPDATE SKIP LOCKED` (several replicas take
+disjoint batches), lease them (`status = in_flight`, `next_attempt_at = now() + lease`) and read
+everything the messages need. Recording is one statement per table for a whole batch of
+outcomes (arrays through `unnest`), guarded by the claim token so a result that arrives after its
+lease was taken over cannot overwrite the newer claim.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from npsloop_alerts.delivery.work import AlertContent, ClaimedDelivery
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import Boolean, DateTime, Float, Integer, String
+
+NOTIFY_CHANNEL: Final = "npsloop_deliveries"
+
+_UUIDS = ARRAY(UUID(as_uuid=True))
+_TEXTS = ARRAY(String)
+_FLOATS = ARRAY(Float)
+_INTS = ARRAY(Integer)
+_BOOLS = ARRAY(Boolean)
+_TIMES = ARRAY(DateTime(timezone=True))
+
+_CLAIM = text(
+    """
+    WITH due AS (
+        SELECT id, status AS previous_status FROM deliveries
+        WHERE status IN ('pending', 'in_flight') AND next_attempt_at <= now()
+        ORDER BY next_attempt_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE deliveries AS d SET
+            status = 'in_flight',
+            attempts = d.attempts + 1,
+            claim_token = :token,
+            next_attempt_at = now() + make_interval(secs => :lease),
+            updated_at = now()
+        FROM due WHERE d.id = due.id
+        RETURNING d.id, d.alert_id, d.purpose, d.recipient_id, d.recipient_name, d.locale,
+            d.timezone, d.channel, d.destination, d.destination_key, d.attempts,
+            d.external_ref, d.editable, d.details, due.previous_status
+    )
+    SELECT c.*, a.revision, a.bucket, a.score, a.comment, a.account_id, a.account_name,
+        a.segment, a.touchpoint, a.kind, a.respondent, a.submitted_at, a.acknowledge_due_at,
+        (dd.disabled_at IS NOT NULL) AS destination_disabled
+    FROM claimed AS c
+    JOIN alerts AS a ON a.id = c.alert_id
+    LEFT JOIN delivery_destinations AS dd ON dd.key = c.destination_key
+    """
+).bindparams(
+    bindparam("token", type_=UUID(as_uuid=True)),
+    bindparam("lease", type_=Float),
+)
+
+# Ensures a row per paced destination and locks them (in key order: no deadlock between
+# replicas); DO UPDATE is what makes existing rows come back locked too.
+_LOCK_DESTINATIONS = text(
+    """
+    INSERT INTO delivery_destinations AS dd (key)
+    SELECT key FROM unnest(:keys) AS key ORDER BY key
+    ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+    RETURNING dd.key, greatest(dd.next_allowed_at, now()) AS next_allowed_at, now() AS db_now
+    """
+).bindparams(bindparam("keys", type_=_TEXTS))
+
+_ADVANCE_DESTINATIONS = text(
+    """
+    UPDATE delivery_destinations AS dd SET next_allowed_at = v.at, updated_at = now()
+    FROM unnest(:keys, :ats) AS v(key, at) WHERE dd.key = v.key
+    """
+).bindparams(bindparam("keys", type_=_TEXTS), bindparam("ats", type_=_TIMES))
+
+_DEFER = text(
+    """
+    UPDATE deliveries AS d SET
+        status = 'pending', attempts = d.attempts - 1, next_attempt_at = v.at,
+        claim_token = NULL, updated_at = now()
+    FROM unnest(:ids, :ats) AS v(id, at)
+    WHERE d.id = v.id AND d.claim_token = :token
+    """
+).bindparams(
+    bindparam("ids", type_=_UUIDS),
+    bindparam("ats", type_=_TIMES),
+    bindparam("token", type_=UUID(as_uuid=True)),
+)
+
+_RECORD_RESULTS = text(
+    """
+    WITH r AS (
+        SELECT * FROM unnest(:ids, :tokens, :statuses, :delays, :refs, :editables, :rendered,
+                             :error_classes, :errors, :sent)
+            AS r(id, token, status, delay, ref, editable, rendered, error_class, error, sent)
+    )
+    UPDATE deliveries AS d SET
+        status = CASE WHEN r.sent AND r.editable AND d.content_revision > r.rendered
+                      THEN 'pending' ELSE r.status END,
+        attempts = CASE WHEN r.sent THEN 0 ELSE d.attempts END,
+        next_attempt_at = CASE
+            WHEN r.sent AND r.editable AND d.content_revision > r.rendered THEN now()
+            WHEN r.delay IS NOT NULL THEN now() + make_interval(secs => r.delay)
+            ELSE d.next_attempt_at END,
+        rendered_revision = CASE WHEN r.sent THEN r.rendered ELSE d.rendered_revision END,
+        external_ref = coalesce(r.ref::jsonb, d.external_ref),
+        editable = CASE WHEN r.sent THEN r.editable ELSE d.editable END,
+        sent_at = CASE WHEN r.sent THEN coalesce(d.sent_at, now()) ELSE d.sent_at END,
+        dead_at = CASE WHEN r.status = 'dead' THEN now() END,
+        last_error_class = r.error_class,
+        last_error = r.error,
+        claim_token = NULL,
+        updated_at = now()
+    FROM r
+    WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'in_flight'
+    """
+).bindparams(
+    bindparam("ids", type_=_UUIDS),
+    bindparam("tokens", type_=_UUIDS),
+    bindparam("statuses", type_=_TEXTS),
+    bindparam("delays", type_=_FLOATS),
+    bindparam("refs", type_=_TEXTS),
+    bindparam("editables", type_=_BOOLS),
+    bindparam("rendered", type_=_INTS),
+    bindparam("error_classes", type_=_TEXTS),
+    bindparam("errors", type_=_TEXTS),
+    bindparam("sent", type_=_BOOLS),
+)
+
+_INSERT_ATTEMPTS = text(
+    """
+    INSERT INTO delivery_attempts (
+        delivery_id, number, operation, outcome, started_at, latency_ms, vendor_status,
+        error_class, error_reason, error_message, retry_after_seconds, rendered_revision)
+    SELECT * FROM unnest(:ids, :numbers, :operations, :outcomes, :started, :latencies,
+                         :vendor_statuses, :error_classes, :reasons, :messages, :retry_afters,
+                         :rendered)
+    """
+).bindparams(
+    bindparam("ids", type_=_UUIDS),
+    bindparam("numbers", type_=_INTS),
+    bindparam("operations", type_=_TEXTS),
+    bindparam("outcomes", type_=_TEXTS),
+    bindparam("started", type_=_TIMES),
+    bindparam("latencies", type_=_FLOATS),
+    bindparam("vendor_statuses", type_=_INTS),
+    bindparam("error_classes", type_=_TEXTS),
+    bindparam("reasons", type_=_TEXTS),
+    bindparam("messages", type_=_TEXTS),
+    bindparam("retry_afters", type_=_FLOATS),
+    bindparam("rendered", type_=_INTS),
+)
+
+_RESET_FAILURES = text(
+    """
+    UPDATE delivery_destinations SET consecutive_permanent_failures = 0, updated_at = now()
+    WHERE key = ANY(:keys) AND consecutive_permanent_failures > 0
+    """
+).bindparams(bindparam("keys", type_=_TEXTS))
+
+_COUNT_FAILURES = text(
+    """
+    INSERT INTO delivery_destinations AS dd (key, consecutive_permanent_failures)
+    SELECT * FROM unnest(:keys, :counts)
+    ON CONFLICT (key) DO UPDATE SET
+        consecutive_permanent_failures =
+            dd.consecutive_permanent_failures + EXCLUDED.consecutive_permanent_failures,
+        updated_at = now()
+    RETURNING dd.key, dd.consecutive_permanent_failures AS failures,
+        (dd.disabled_at IS NOT NULL) AS disabled
+    """
+).bindparams(bindparam("keys", type_=_TEXTS), bindparam("counts", type_=_INTS))
+
+_DISABLE = text(
+    """
+    UPDATE delivery_destinations AS dd SET
+        disabled_at = now(), disabled_reason = v.reason, updated_at = now()
+    FROM unnest(:keys, :reasons) AS v(key, reason)
+    WHERE dd.key = v.key AND dd.disabled_at IS NULL
+    RETURNING dd.key
+    """
+).bindparams(bindparam("keys", type_=_TEXTS), bindparam("reasons", type_=_TEXTS))
+
+# The manager of the alert's account is told by email; without a manager with an address,
+# the team fallback. The INSERT trigger wakes the loops.
+_ADD_NOTICE = text(
+    """
+    INSERT INTO deliveries (
+        id, alert_id, purpose, recipient_id, recipient_role, recipient_name, locale, timezone,
+        channel, destination, destination_key, status, attempts, not_before, next_attempt_at,
+        content_revision, details)
+    SELECT :id, a.id, 'destination_disabled', p.id,
+        CASE WHEN p.id = acc.manager_id THEN 'manager' ELSE 'team' END,
+        p.name, p.locale, p.timezone, 'email', p.email, 'email:' || lower(p.email), 'pending', 0,
+        now(), now(), a.revision, :details
+    FROM alerts AS a
+    LEFT JOIN accounts AS acc ON acc.id = a.account_id
+    JOIN people AS p ON p.id IN (
+        acc.manager_id, (SELECT fallback_person_id FROM team ORDER BY id LIMIT 1))
+    WHERE a.id = :alert_id AND p.email IS NOT NULL AND p.active
+    ORDER BY (p.id = acc.manager_id) DESC NULLS LAST
+    LIMIT 1
+    ON CONFLICT (alert_id, recipient_id, channel, purpose) DO NOTHING
+    RETURNING id
+    """
+).bindparams(
+    bindparam("id", type_=UUID(as_uuid=True)),
+    bindparam("alert_id", type_=UUID(as_uuid=True)),
+    bindparam("details", type_=JSONB),
+)
+
+_HONOUR_HINTS = text(
+    """
+    INSERT INTO delivery_destinations AS dd (key, next_allowed_at)
+    SELECT key, now() + make_interval(secs => secs) FROM unnest(:keys, :secs) AS v(key, secs)
+    ON CONFLICT (key) DO UPDATE SET
+        next_allowed_at = greatest(dd.next_allowed_at, EXCLUDED.next_allowed_at),
+        updated_at = now()
+    """
+).bindparams(bindparam("keys", type_=_TEXTS), bindparam("secs", type_=_FLOATS))
+
+_NEXT_DUE_IN = text(
+    """
+    SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM deliveries
+    WHERE status IN ('pending', 'in_flight')
+    """
+)
+
+_QUEUE_STATS = text(
+    """
+    SELECT
+        count(*) FILTER (WHERE status = 'pending') AS pending,
+        count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()) AS due,
+        count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+        coalesce(extract(epoch FROM now() - min(next_attempt_at)
+            FILTER (WHERE status = 'pending' AND next_attempt_at <= now())), 0) AS oldest_due_age
+    FROM deliveries WHERE status IN ('pending', 'in_flight')
+    """
+)
+
+_DEAD_COUNT = text("SELECT count(*) FROM deliveries WHERE status = 'dead'")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    delivery: ClaimedDelivery
+    lease_expired: bool  # it was in flight when claimed: the previous holder died mid-send
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """How one attempt changes its delivery (`delay` seconds until due again, if pending)."""
+
+    delivery_id: uuid.UUID
+    claim_token: uuid.UUID
+    status: str
+    delay: float | None
+    external_ref: dict[str, Any] | None
+    editable: bool
+    rendered_revision: int | None
+    error_class: str | None
+    error: str | None
+    sent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    delivery_id: uuid.UUID
+    number: int
+    operation: str
+    outcome: str
+    started_at: datetime
+    latency_ms: float | None
+    vendor_status: int | None
+    error_class: str | None
+    error_reason: str | None
+    error_message: str | None
+    retry_after: float | None
+    rendered_revision: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    pending: int
+    due: int
+    in_flight: int
+    dead: int
+    oldest_due_age_seconds: float
+
+
+class DeliveryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claim_due(
+        self, limit: int, token: uuid.UUID, lease_seconds: float
+    ) -> list[ClaimedRow]:
+        params = {"limit": limit, "token": token, "lease": lease_seconds}
+        rows = (await self.session.execute(_CLAIM, params)).mappings().all()
+        return [_claimed(row, token) for row in rows]
+
+    async def lock_destinations(
+        self, keys: Sequence[str]
+    ) -> tuple[dict[str, datetime], datetime | None]:
+        """Lock paced destinations; returns each one's next free slot and the database's now."""
+        if not keys:
+            return {}, None
+        rows = (await self.session.execute(_LOCK_DESTINATIONS, {"keys": sorted(set(keys))})).all()
+        db_now = rows[0].db_now if rows else None
+        return {row.key: row.next_allowed_at for row in rows}, db_now
+
+    async def advance_destinations(self, next_allowed: Mapping[str, datetime]) -> None:
+        if next_allowed:
+            keys = sorted(next_allowed)
+            await self.session.execute(
+                _ADVANCE_DESTINATIONS, {"keys": keys, "ats": [next_allowed[k] for k in keys]}
+            )
+
+    async def defer(self, token: uuid.UUID, until: Mapping[uuid.UUID, datetime]) -> None:
+        """Give back claimed rows whose pace slot is too far away (no attempt counted)."""
+        if until:
+            ids = list(until)
+            await self.session.execute(
+                _DEFER, {"ids": ids, "ats": [until[i] for i in ids], "token": token}
+            )
+
+    async def record_results(self, results: Sequence[ResultRow]) -> None:
+        if not results:
+            return
+        await self.session.execute(
+            _RECORD_RESULTS,
+            {
+                "ids": [r.delivery_id for r in results],
+                "tokens": [r.claim_token for r in results],
+                "statuses": [r.status for r in results],
+                "delays": [r.delay for r in results],
+                "refs": [
+                    orjson.dumps(r.external_ref).decode() if r.external_ref else None
+                    for r in results
+                ],
+                "editables": [r.editable for r in results],
+                "rendered": [r.rendered_revision for r in results],
+                "error_classes": [r.error_class for r in results],
+                "errors": [r.error for r in results],
+                "sent": [r.sent for r in results],
+            },
+        )
+
+    async def add_attempts(self, attempts: Sequence[AttemptRow]) -> None:
+        if not attempts:
+            return
+        await self.session.execute(
+            _INSERT_ATTEMPTS,
+            {
+                "ids": [a.delivery_id for a in attempts],
+                "numbers": [a.number for a in attempts],
+                "operations": [a.operation for a in attempts],
+                "outcomes": [a.outcome for a in attempts],
+                "started": [a.started_at for a in attempts],
+                "latencies": [a.latency_ms for a in attempts],
+                "vendor_statuses": [a.vendor_status for a in attempts],
+                "error_classes": [a.error_class for a in attempts],
+                "reasons": [a.error_reason for a in attempts],
+                "messages": [a.error_message for a in attempts],
+                "retry_afters": [a.retry_after for a in attempts],
+                "rendered": [a.rendered_revision for a in attempts],
+            },
+        )
+
+    async def reset_failures(self, keys: Sequence[str]) -> None:
+        """A success clears a destination's run of permanent failures."""
+        if keys:
+            await self.session.execute(_RESET_FAILURES, {"keys": sorted(set(keys))})
+
+    async def count_failures(self, counts: Mapping[str, int]) -> dict[str, tuple[int, bool]]:
+        """Add permanent failures; returns each key's run length and whether it is disabled."""
+        if not counts:
+            return {}
+        keys = sorted(counts)
+        rows = await self.session.execute(
+            _COUNT_FAILURES, {"keys": keys, "counts": [counts[k] for k in keys]}
+        )
+        return {row.key: (int(row.failures), bool(row.disabled)) for row in rows}
+
+    async def disable(self, reasons: Mapping[str, str]) -> list[str]:
+        """Disable these destinations; returns the keys this call disabled (not already)."""
+        if not reasons:
+            return []
+        keys = sorted(reasons)
+        rows = await self.session.execute(
+            _DISABLE, {"keys": keys, "reasons": [reasons[k] for k in keys]}
+        )
+        return [row.key for row in rows]
+
+    async def add_notice(
+        self, notice_id: uuid.UUID, alert_id: uuid.UUID, details: dict[str, Any]
+    ) -> bool:
+        """Queue the "destination disabled" email; False when nobody can be told."""
+        row = await self.session.execute(
+            _ADD_NOTICE, {"id": notice_id, "alert_id": alert_id, "details": details}
+        )
+        return row.first() is not None
+
+    async def honour_retry_hints(self, hints: Mapping[str, float]) -> None:
+        """No message leaves for these destinations before the vendor's hint has passed."""
+        if hints:
+            keys = sorted(hints)
+            await self.session.execute(
+                _HONOUR_HINTS, {"keys": keys, "secs": [hints[k] for k in keys]}
+            )
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the next delivery is due (negative: overdue), None when none waits."""
+        value = await self.session.scalar(_NEXT_DUE_IN)
+        return None if value is None else float(value)
+
+    async def queue_stats(self) -> QueueStats:
+        row = (await self.session.execute(_QUEUE_STATS)).one()
+        dead = await self.session.scalar(_DEAD_COUNT) or 0
+        return QueueStats(
+            pending=int(row.pending),
+            due=int(row.due),
+            in_flight=int(row.in_flight),
+            dead=int(dead),
+            oldest_due_age_seconds=float(row.oldest_due_age),
+        )
+
+
+def _claimed(row: RowMapping, token: uuid.UUID) -> ClaimedRow:
+    alert = AlertContent(
+        revision=row["revision"],
+        bucket=row["bucket"],
+        score=row["score"],
+        comment=row["comment"],
+        account_id=row["account_id"],
+        account_name=row["account_name"],
+        segment=row["segment"],
+        touchpoint=row["touchpoint"],
+        kind=row["kind"],
+        respondent=row["respondent"],
+        submitted_at=row["submitted_at"],
+        acknowledge_due_at=row["acknowledge_due_at"],
+    )
+    delivery = ClaimedDelivery(
+        id=row["id"],
+        claim_token=token,
+        alert_id=row["alert_id"],
+        purpose=row["purpose"],
+        recipient_id=row["recipient_id"],
+        recipient_name=row["recipient_name"],
+        locale=row["locale"],
+        timezone=row["timezone"],
+        channel=row["channel"],
+        destination=row["destination"],
+        destination_key=row["destination_key"],
+        attempts=row["attempts"],
+        external_ref=row["external_ref"],
+        editable=row["editable"],
+        details=row["details"],
+        destination_disabled=row["destination_disabled"],
+        alert=alert,
+    )
+    return ClaimedRow(delivery=delivery, lease_expired=row["previous_status"] == "in_flight")
