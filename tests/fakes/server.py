@@ -146,6 +146,11 @@ class LocalHttpServer:
         """The next requests to `endpoint` (any endpoint when `None`) get `replies`, in order."""
         self._script.extend((endpoint, reply) for reply in replies)
 
+    def reset(self) -> None:
+        """Forget what arrived and what was scripted (for a server shared by several tests)."""
+        self.requests.clear()
+        self._script.clear()
+
     def received(self, endpoint: str | None = None) -> list[Received]:
         return [item for item in self.requests if endpoint is None or item.endpoint == endpoint]
 

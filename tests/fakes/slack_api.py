@@ -74,6 +74,12 @@ class FakeSlack(LocalHttpServer):
         self.messages: dict[tuple[str, str], SlackMessage] = {}
         self._ts_counter = itertools.count(1)
 
+    def reset(self) -> None:
+        super().reset()
+        self.revoked_webhooks.clear()
+        self.webhook_posts.clear()
+        self.messages.clear()
+
     @property
     def api_url(self) -> str:
         return f"{self.url}/api"

@@ -191,6 +191,11 @@ class FakeTelegram(LocalHttpServer):
         self.callback_answers: list[dict[str, Any]] = []
         self._message_ids = itertools.count(1)
 
+    def reset(self) -> None:
+        super().reset()
+        self.messages.clear()
+        self.callback_answers.clear()
+
     @property
     def api_url(self) -> str:
         return self.url

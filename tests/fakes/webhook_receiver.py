@@ -39,6 +39,11 @@ class FakeWebhookReceiver(LocalHttpServer):
         self.deliveries: list[Delivery] = []
         self.rejected = 0
 
+    def reset(self) -> None:
+        super().reset()
+        self.deliveries.clear()
+        self.rejected = 0
+
     def endpoint_url(self, path: str = "/hooks/npsloop") -> str:
         return f"{self.url}{path}"
 

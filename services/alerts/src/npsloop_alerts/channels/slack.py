@@ -93,10 +93,9 @@ def render_slack(message: AlertMessage, locale: str | None = None) -> RenderedSl
 
 
 def _header(presentation: AlertPresentation) -> dict[str, Any]:
-    # plain_text is never parsed for mentions or links, so it needs no escaping, only a limit.
-    text = truncate(
-        f"{presentation.emoji} {presentation.title} — {presentation.account}", HEADER_CHARS
-    )[0]
+    # Only our own words here: plain_text cannot carry escaped user text (entities would show
+    # literally), so the account name stays in the mrkdwn fields where it is escaped.
+    text = truncate(f"{presentation.emoji} {presentation.title}", HEADER_CHARS)[0]
     return {"type": "header", "text": {"type": "plain_text", "text": text, "emoji": True}}
 
 
