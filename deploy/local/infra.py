@@ -39,13 +39,13 @@ def last_line_value(output: str, variable: str) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped by its parent) is gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:  # alive, owned by another user (PostgreSQL runs unprivileged)
-        return True
-    return True
+    state = stat.rsplit(")", 1)[-1].split()[0]  # the name in parentheses may hold spaces
+    return state != "Z"
 
 
 @dataclass

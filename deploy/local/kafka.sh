@@ -113,12 +113,33 @@ ensure_jars() {
     exec 9>&-
 }
 
+# A fresh machine may lack them; as root on Debian they are one apt-get away.
+ensure_tools() {
+    if command -v java >/dev/null && command -v mvn >/dev/null; then
+        return 0
+    fi
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        log "installing a Java runtime and Maven from Debian's packages"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven >/dev/null
+    fi
+    command -v java >/dev/null || die "java not found (OpenJDK 17+ is needed)"
+    command -v mvn >/dev/null || die "mvn not found (Apache Maven is needed to fetch Kafka)"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Broker process
 # ---------------------------------------------------------------------------------------------
 
 saved_pid() {
     [[ -f $PID_FILE ]] && cat "$PID_FILE"
+}
+
+# A zombie has exited: it only waits for its new parent (often PID 1) to reap it.
+process_alive() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
 }
 
 # True when the saved PID is alive and is our broker (a recycled PID must not be killed).
@@ -270,7 +291,7 @@ stop_broker() {
     local pid waited=0
     pid=$(saved_pid)
     kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do
+    while process_alive "$pid"; do
         if ((waited >= STOP_GRACE * 10)); then
             log "broker $pid ignored TERM for ${STOP_GRACE}s, killing it"
             kill -KILL "$pid" 2>/dev/null || true
@@ -291,8 +312,7 @@ cmd_start() {
         bootstrap_line
         return 0
     fi
-    command -v java >/dev/null || die "java not found (OpenJDK 17+ is needed)"
-    command -v mvn >/dev/null || die "mvn not found (Apache Maven is needed to fetch Kafka)"
+    ensure_tools
     ensure_jars
     mkdir -p "$DATA_DIR"
     echo "=== kafka.sh start $(date -Is) ===" >>"$BROKER_LOG"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 import time
+from pathlib import Path
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
@@ -21,13 +21,12 @@ POLL_INTERVAL_SECONDS = 0.5
 
 
 def process_alive(pid: int) -> bool:
+    """False once the process exited, even while it waits as a zombie for kafka.sh to reap it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 async def broker_listed(bootstrap_servers: str) -> bool:
