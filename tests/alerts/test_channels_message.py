@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
+import httpx
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 from npsloop_alerts.channels import (
     Channel,
+    ChannelProvider,
+    ConsoleDestination,
+    ConsoleProvider,
     ConsoleRef,
+    EditingChannelProvider,
+    EmailDestination,
+    EmailIdentity,
+    EmailProvider,
     EmailRef,
+    RenderedConsole,
+    RenderedEmail,
+    RenderedSlack,
+    RenderedTelegram,
+    RenderedWebhook,
     SendReceipt,
+    SlackDestination,
+    SlackProvider,
     SlackRef,
+    SmtpSettings,
+    TelegramDestination,
+    TelegramProvider,
     TelegramRef,
+    WebhookDestination,
+    WebhookProvider,
     WebhookRef,
     parse_message_ref,
 )
@@ -163,3 +184,27 @@ def test_receipt_serialises_with_its_ref() -> None:
     )
     assert SendReceipt.model_validate_json(receipt.model_dump_json()) == receipt
     assert receipt.ref.external_id == "5/9"
+
+
+async def test_providers_satisfy_the_channel_protocols() -> None:
+    """mypy checks these assignments; at run time each provider names its channel."""
+    async with httpx.AsyncClient() as client:
+        email_provider: ChannelProvider[EmailDestination, RenderedEmail] = EmailProvider(
+            SmtpSettings.from_url("smtp://127.0.0.1:25"), EmailIdentity("a@npsloop.example")
+        )
+        slack: EditingChannelProvider[SlackDestination, RenderedSlack] = SlackProvider(client)
+        telegram: EditingChannelProvider[TelegramDestination, RenderedTelegram] = TelegramProvider(
+            client, bot_token=None
+        )
+        webhook: ChannelProvider[WebhookDestination, RenderedWebhook] = WebhookProvider(client)
+        console: ChannelProvider[ConsoleDestination, RenderedConsole] = ConsoleProvider(
+            io.StringIO()
+        )
+        channels = [p.channel for p in (email_provider, slack, telegram, webhook, console)]
+    assert channels == [
+        Channel.EMAIL,
+        Channel.SLACK,
+        Channel.TELEGRAM,
+        Channel.WEBHOOK,
+        Channel.CONSOLE,
+    ]

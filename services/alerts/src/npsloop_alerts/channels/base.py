@@ -47,8 +47,15 @@ class DeliveryError(NpsloopError):
 
     status, title, type_slug = 502, "Bad Gateway", "delivery-failed"
 
-    def __init__(self, detail: str, *, reason: str, vendor_status: int | None = None) -> None:
-        super().__init__(detail)
+    def __init__(
+        self,
+        detail: str,
+        *,
+        reason: str,
+        vendor_status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail, headers=headers)
         self.reason = reason
         self.vendor_status = vendor_status
 
@@ -70,9 +77,9 @@ class TransientDeliveryError(DeliveryError):
         retry_after: float | None = None,
         vendor_status: int | None = None,
     ) -> None:
-        headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else {}
-        super().__init__(detail, reason=reason, vendor_status=vendor_status)
-        self.headers = headers
+        # Surfaced as the HTTP Retry-After if this error ever answers an API request.
+        headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+        super().__init__(detail, reason=reason, vendor_status=vendor_status, headers=headers)
         self.retry_after = retry_after
 
 

@@ -301,7 +301,9 @@ class EmailProvider:
 
     channel: Final = Channel.EMAIL
 
-    def __init__(self, settings: SmtpSettings, identity: EmailIdentity, *, pool_size: int = 4):
+    def __init__(
+        self, settings: SmtpSettings, identity: EmailIdentity, *, pool_size: int = 4
+    ) -> None:
         self._identity = identity
         self._pool = _SmtpPool(settings, pool_size)
 

@@ -39,7 +39,10 @@ _ANSI_SEQUENCE: Final = re.compile(
 )
 # Explicit bidi embeddings/overrides/isolates: in a terminal they can reorder what the operator
 # reads ("Trojan Source"). Arabic and Hebrew letters themselves are untouched.
-_BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROLS: Final = "\u202a-\u202e\u2066-\u2069"
+# Unicode category Cc is exactly U+0000-U+001F and U+007F-U+009F; `\n` and `\t` are kept.
+_CONTROLS: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROLS_AND_BIDI: Final = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f{_BIDI_CONTROLS}]")
 # Characters that must not end a truncated prefix without what follows them.
 _JOINERS: Final = frozenset("\u200d\u034f")
 
@@ -74,8 +77,7 @@ def plain_text(text: str) -> str:
     """Text for a `text/plain` body: newlines normalised, control characters other than `\\n`/`\\t`
     dropped (a NUL or an escape sequence has no business in mail)."""
     normalised = text.replace("\r\n", "\n").replace("\r", "\n")
-    without_sequences = _ANSI_SEQUENCE.sub("", normalised)
-    return "".join(char for char in without_sequences if _keeps_in_plain_text(char))
+    return _CONTROLS.sub("", _ANSI_SEQUENCE.sub("", normalised))
 
 
 def single_line(text: str) -> str:
@@ -88,18 +90,7 @@ def terminal(text: str) -> str:
 
     Newlines and tabs are kept; the caller decides how to indent them.
     """
-    without_sequences = _ANSI_SEQUENCE.sub("", text.replace("\r\n", "\n"))
-    return "".join(
-        char
-        for char in without_sequences
-        if _keeps_in_plain_text(char) and char not in _BIDI_CONTROLS
-    )
-
-
-def _keeps_in_plain_text(char: str) -> bool:
-    if char in "\n\t":
-        return True
-    return unicodedata.category(char) != "Cc"
+    return _CONTROLS_AND_BIDI.sub("", _ANSI_SEQUENCE.sub("", text.replace("\r\n", "\n")))
 
 
 def utf16_length(text: str) -> int:

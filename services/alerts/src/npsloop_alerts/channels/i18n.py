@@ -64,10 +64,14 @@ def translations(locale: str) -> Translations:
 def format_moment(moment: datetime, zone: ZoneInfo, locale: str) -> str:
     """A date and time in the recipient's timezone and locale, with the zone's short name:
     `Mar 2, 2026, 12:05 PM EST`, `2 de mar. de 2026 14:05 BRT`, `2026年3月3日 01:05 +0800`."""
+    return format_datetime(moment, _moment_pattern(locale), tzinfo=zone, locale=locale)
+
+
+@cache
+def _moment_pattern(locale: str) -> str:
+    """CLDR's medium date + short time, joined the locale's way, then the zone: one pattern."""
     babel_locale = Locale.parse(locale)
-    local = moment.astimezone(zone)
-    date_part = format_datetime(local, babel_locale.date_formats["medium"].pattern, locale=locale)
-    time_part = format_datetime(local, babel_locale.time_formats["short"].pattern, locale=locale)
-    pattern = str(babel_locale.datetime_formats["medium"])
-    zone_name = format_datetime(local, "z", tzinfo=zone, locale=locale)
-    return pattern.replace("{1}", date_part).replace("{0}", time_part) + f" {zone_name}"
+    date_pattern = babel_locale.date_formats["medium"].pattern
+    time_pattern = babel_locale.time_formats["short"].pattern
+    joined = str(babel_locale.datetime_formats["medium"])
+    return joined.replace("{1}", date_pattern).replace("{0}", time_pattern) + " z"

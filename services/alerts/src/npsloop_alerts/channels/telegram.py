@@ -265,26 +265,30 @@ def _result(response: httpx.Response, method: str) -> Any:
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
-        raise _error(response.status_code, "", None, response, method)
+        raise _error(response.status_code, "", {}, response, method)
     if answer.get("ok") is True:
         return answer.get("result")
-    parameters = answer.get("parameters") if isinstance(answer.get("parameters"), dict) else {}
-    assert isinstance(parameters, dict)
+    parameters = answer.get("parameters")
     code = answer.get("error_code")
-    return_code = code if isinstance(code, int) else response.status_code
-    raise _error(return_code, str(answer.get("description") or ""), parameters, response, method)
+    raise _error(
+        code if isinstance(code, int) else response.status_code,
+        str(answer.get("description") or ""),
+        parameters if isinstance(parameters, dict) else {},
+        response,
+        method,
+    )
 
 
 def _error(
     code: int,
     description: str,
-    parameters: dict[str, Any] | None,
+    parameters: dict[str, Any],
     response: httpx.Response,
     method: str,
 ) -> DeliveryError:
+    """Telegram's verdict as our error: 429/5xx transient, 401/404 our token, else permanent."""
     reason = _reason(description) or f"http_{code}"
     detail = f"Telegram {method} failed: {code} {description[:200]}".rstrip()
-    parameters = parameters or {}
     if code == 429 or code >= 500:
         hint = parameters.get("retry_after")
         retry_after = float(hint) if isinstance(hint, int | float) else None
