@@ -21,6 +21,9 @@ from npsloop_shared.kafka.producer import KafkaProducer
 from npsloop_shared.kafka.topics import TopicSpec, compacted_topic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from npsloop_alerts.alerting.components import alerting_components, alerting_topics
+from npsloop_alerts.alerting.endpoints import router as alerts_router
+from npsloop_alerts.delivery.endpoints import router as deliveries_router
 from npsloop_alerts.directory.endpoints import router as directory_router
 from npsloop_alerts.directory.relay import OutboxRelay
 from npsloop_alerts.health import router as health_router
@@ -60,6 +63,7 @@ def topics_to_ensure(settings: AlertsSettings) -> list[TopicSpec]:
             partitions=settings.accounts_topic_partitions,
             replication_factor=settings.accounts_topic_replication_factor,
         ),
+        *alerting_topics(settings),
     ]
 
 
@@ -75,6 +79,7 @@ def build_components(resources: Resources) -> list[Component]:
             batch_size=settings.outbox_batch_size,
             retention=timedelta(hours=settings.outbox_retention_hours),
         ),
+        *alerting_components(settings, resources.sessionmaker, resources.kafka),
     ]
 
 
@@ -123,6 +128,8 @@ def create_app(settings: AlertsSettings | None = None) -> FastAPI:
             {"name": "accounts", "description": "Accounts and their owner, backup and manager."},
             {"name": "team", "description": "Team fallback and wins destination."},
             {"name": "rules", "description": "Routing rules, validated on write."},
+            {"name": "alerts", "description": "Alerts: one per response, with deliveries."},
+            {"name": "deliveries", "description": "Outbound messages, attempts, re-drive."},
             {"name": "operations", "description": "Health, readiness and metrics."},
         ],
     )
@@ -131,4 +138,6 @@ def create_app(settings: AlertsSettings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(directory_router)
     app.include_router(routing_router)
+    app.include_router(alerts_router)
+    app.include_router(deliveries_router)
     return app

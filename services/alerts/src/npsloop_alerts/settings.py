@@ -8,6 +8,8 @@ from npsloop_shared.settings import NpsloopSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from npsloop_alerts.alerting.settings import AlertingSettings
+from npsloop_alerts.delivery.settings import DeliverySettings
 from npsloop_alerts.routing.engine import ChannelConfig
 from npsloop_alerts.routing.rules import Channel
 
@@ -16,8 +18,12 @@ _PLACEHOLDER_SECRETS = frozenset({"changeme", "changethis", "secret", "admin", "
 MIN_ADMIN_TOKEN_CHARS = 16
 
 
-class AlertsSettings(NpsloopSettings):
-    """Everything the alerts process needs; the lifespan reads it once at start-up."""
+class AlertsSettings(AlertingSettings, DeliverySettings, NpsloopSettings):
+    """Everything the alerts process needs; the lifespan reads it once at start-up.
+
+    Consume-and-decide (`AlertingSettings`) and delivery (`DeliverySettings`) keep their own
+    fields beside their code; this class combines them.
+    """
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/npsloop"
     database_pool_size: Annotated[int, Field(ge=1, le=100)] = 10

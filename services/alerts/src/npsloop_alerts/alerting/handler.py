@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 from npsloop_alerts.alerting.metrics import AlertingMetrics
 from npsloop_alerts.alerting.repository import AlertRepository
@@ -21,6 +22,8 @@ from npsloop_shared.kafka.dlq import describe_error
 from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
+
+_CHANGES_DELIVERIES = frozenset({DecideOutcome.CREATED, DecideOutcome.UPDATED})
 
 
 def decode_response(record: ConsumedRecord) -> tuple[uuid.UUID, ResponseReceived]:
@@ -46,17 +49,26 @@ def decode_response(record: ConsumedRecord) -> tuple[uuid.UUID, ResponseReceived
 
 class ResponseHandler:
     def __init__(
-        self, sessionmaker: SessionMaker, decider: AlertDecider, metrics: AlertingMetrics
+        self,
+        sessionmaker: SessionMaker,
+        decider: AlertDecider,
+        metrics: AlertingMetrics,
+        *,
+        on_decided: Callable[[], None] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._decider = decider
         self._metrics = metrics
+        # Wakes this process's delivery loop without waiting for the NOTIFY round trip.
+        self._on_decided = on_decided
 
     async def __call__(self, record: ConsumedRecord) -> None:
         event_id, event = decode_response(record)
         async with session_scope(self._sessionmaker) as session:
             result = await self._decider.decide(AlertRepository(session), event_id, event)
         self._count(result)
+        if self._on_decided is not None and result.outcome in _CHANGES_DELIVERIES:
+            self._on_decided()
         log.debug(
             "response decided",
             extra={

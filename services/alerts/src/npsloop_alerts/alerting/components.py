@@ -1,0 +1,113 @@
+"""Wiring of consume-and-decide and delivery into the alerts process (called by the lifespan).
+
+Start order: channel clients, the delivery loop, the responses consumer, the alert outbox relay;
+stop order is the reverse, so the consumer stops taking records before the loop drains its
+in-flight sends, and the clients close last.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from npsloop_alerts.alerting.directory_view import DirectoryView
+from npsloop_alerts.alerting.handler import ResponseHandler
+from npsloop_alerts.alerting.metrics import alerting_metrics
+from npsloop_alerts.alerting.relay import AlertOutboxRelay
+from npsloop_alerts.alerting.service import AlertDecider, DeciderConfig
+from npsloop_alerts.delivery.channels import ChannelProviders
+from npsloop_alerts.delivery.dispatch import Dispatcher
+from npsloop_alerts.delivery.loop import DeliveryLoop, LoopConfig
+from npsloop_alerts.delivery.metrics import delivery_metrics
+from npsloop_alerts.kafka import KafkaConnection
+from npsloop_alerts.lifecycle import Component
+from npsloop_alerts.settings import AlertsSettings
+from npsloop_shared.db import SessionMaker
+from npsloop_shared.kafka.consumer import KafkaEventConsumer
+from npsloop_shared.kafka.topics import TopicSpec, event_topic, with_dead_letter
+
+
+class ResponsesConsumer:
+    """Component around the shared consumer (group `npsloop-alerts`)."""
+
+    name = "responses-consumer"
+
+    def __init__(self, consumer: KafkaEventConsumer) -> None:
+        self.consumer = consumer
+
+    async def start(self) -> None:
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    def healthy(self) -> bool:
+        return self.consumer.running
+
+
+class ChannelClients:
+    """Component owning the HTTP and SMTP clients: closes them after the loop stopped."""
+
+    name = "channel-clients"
+
+    def __init__(self, providers: ChannelProviders) -> None:
+        self.providers = providers
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.providers.aclose()
+
+    def healthy(self) -> bool:
+        return not self.providers.http.is_closed
+
+
+def alerting_topics(settings: AlertsSettings) -> list[TopicSpec]:
+    """Topics this feature writes: the responses DLQ (and the topic it reads), alerts.v1."""
+    return [
+        *with_dead_letter(event_topic(settings.alerts_responses_topic)),
+        event_topic(settings.alerts_events_topic),
+    ]
+
+
+def alerting_components(
+    settings: AlertsSettings, sessionmaker: SessionMaker, kafka: KafkaConnection
+) -> list[Component]:
+    providers = ChannelProviders.from_settings(settings)
+    loop = DeliveryLoop(
+        sessionmaker,
+        database_url=settings.database_url,
+        dispatcher=Dispatcher(
+            providers,
+            public_base_url=settings.alerts_public_base_url,
+            send_timeout=settings.delivery_send_timeout_seconds,
+        ),
+        config=LoopConfig.from_settings(settings),
+        metrics=delivery_metrics(),
+    )
+    decider = AlertDecider(
+        DirectoryView(settings.channel_config()),
+        DeciderConfig(
+            email_hold=timedelta(seconds=settings.alerts_email_hold_seconds),
+            sla_policy=settings.alerts_sla_policy,
+            events_topic=settings.alerts_events_topic,
+        ),
+    )
+    metrics = alerting_metrics()
+    consumer = KafkaEventConsumer(
+        topics=[settings.alerts_responses_topic],
+        group_id=settings.alerts_consumer_group,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        handler=ResponseHandler(sessionmaker, decider, metrics, on_decided=loop.wake),
+        client_id=f"{settings.kafka_client_id}-alerts",
+    )
+    relay = AlertOutboxRelay(
+        sessionmaker,
+        kafka,
+        poll_interval=settings.outbox_poll_interval_seconds,
+        batch_size=settings.outbox_batch_size,
+        retention=timedelta(hours=settings.outbox_retention_hours),
+        processed_event_retention=timedelta(days=settings.alerts_processed_event_retention_days),
+        metrics=metrics,
+    )
+    return [ChannelClients(providers), loop, ResponsesConsumer(consumer), relay]

@@ -1,0 +1,98 @@
+"""Admin API: `/v1/alerts` (list with filters and pagination) and one alert with its deliveries."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from npsloop_alerts.alerting.models import Alert
+from npsloop_alerts.alerting.schemas import AlertDetailOut, AlertOut
+from npsloop_alerts.auth import AdminAuth
+from npsloop_alerts.delivery.schemas import delivery_out
+from npsloop_alerts.delivery.service import DeliveryService
+from npsloop_alerts.openapi import ADMIN_ERRORS, problem_responses
+from npsloop_alerts.pagination import Page, Paging, make_page
+from npsloop_shared.contracts import AlertStatus, Bucket
+from npsloop_shared.db import DbSession
+from npsloop_shared.errors import NotFound
+from sqlalchemy import func, select
+from sqlalchemy.sql import ColumnElement
+
+router = APIRouter(prefix="/v1", dependencies=[AdminAuth], tags=["alerts"])
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    account_id: str | None = None
+    bucket: Bucket | None = None
+    status: AlertStatus | None = None
+    owner_id: str | None = None
+    source: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        wanted: list[tuple[object, ColumnElement[bool]]] = [
+            (self.account_id, Alert.account_id == self.account_id),
+            (self.bucket, Alert.bucket == (self.bucket.value if self.bucket else None)),
+            (self.status, Alert.status == (self.status.value if self.status else None)),
+            (self.owner_id, Alert.owner_id == self.owner_id),
+            (self.source, Alert.source == self.source),
+            (self.created_after, Alert.created_at >= self.created_after),
+            (self.created_before, Alert.created_at < self.created_before),
+        ]
+        return [condition for value, condition in wanted if value is not None]
+
+
+def alert_filter(
+    *,
+    account_id: Annotated[str | None, Query(max_length=128)] = None,
+    bucket: Annotated[Bucket | None, Query()] = None,
+    status: Annotated[AlertStatus | None, Query()] = None,
+    owner_id: Annotated[str | None, Query(max_length=128)] = None,
+    source: Annotated[str | None, Query(max_length=128)] = None,
+    created_after: Annotated[datetime | None, Query()] = None,
+    created_before: Annotated[datetime | None, Query()] = None,
+) -> AlertFilter:
+    return AlertFilter(account_id, bucket, status, owner_id, source, created_after, created_before)
+
+
+@router.get(
+    "/alerts",
+    summary="List alerts",
+    description="Newest first. `created_after` is inclusive, `created_before` exclusive.",
+    response_model=Page[AlertOut],
+    responses=problem_responses(*ADMIN_ERRORS, 422),
+)
+async def list_alerts(
+    request: Request,
+    session: DbSession,
+    paging: Paging,
+    where: Annotated[AlertFilter, Depends(alert_filter)],
+) -> Page[AlertOut]:
+    conditions = where.conditions()
+    total = await session.scalar(select(func.count()).select_from(Alert).where(*conditions))
+    query = select(Alert).where(*conditions).order_by(Alert.created_at.desc(), Alert.id)
+    rows = (await session.scalars(query.limit(paging.limit).offset(paging.offset))).all()
+    items = [AlertOut.model_validate(row) for row in rows]
+    return make_page(request, items, total=total or 0, params=paging)
+
+
+@router.get(
+    "/alerts/{alert_id}",
+    summary="Get an alert with its deliveries",
+    response_model=AlertDetailOut,
+    responses=problem_responses(*ADMIN_ERRORS, 404),
+)
+async def get_alert(alert_id: uuid.UUID, session: DbSession) -> AlertDetailOut:
+    alert = await session.get(Alert, alert_id)
+    if alert is None:
+        raise NotFound(f"No alert {alert_id}.")
+    deliveries = await DeliveryService(session).for_alert(alert_id)
+    return AlertDetailOut(
+        **AlertOut.model_validate(alert).model_dump(),
+        deliveries=[delivery_out(d) for d in deliveries],
+    )
