@@ -3,6 +3,7 @@
     npsloop-alerts [serve] [--host H] [--port P]     the API, consumer and delivery loops
     npsloop-alerts migrate                           apply database migrations (Alembic)
     npsloop-alerts import accounts|people FILE.csv   bulk upsert, all or nothing
+    npsloop-alerts redrive ID…|--all-dead            re-drive dead deliveries
 
 Exit codes: 0 success; 1 rows rejected, nothing applied; 2 usage or file error; 3 applied, but
 rows were skipped (`--skip-invalid`); 4 database unavailable or failed.
@@ -21,6 +22,7 @@ from npsloop_shared.db import create_engine, create_sessionmaker, session_scope
 from npsloop_shared.logging import configure_logging
 from sqlalchemy.exc import SQLAlchemyError
 
+from npsloop_alerts.delivery.cli import add_redrive_command
 from npsloop_alerts.directory.importer import CsvFileError, ImportKind, ImportReport, import_csv
 from npsloop_alerts.settings import AlertsSettings
 
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     importer.add_argument("--no-progress", action="store_true", help="no progress bar")
     importer.set_defaults(handler=_import)
+
+    add_redrive_command(commands)
     return parser
 
 
