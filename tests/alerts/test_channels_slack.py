@@ -348,3 +348,20 @@ async def test_arrival_times_are_recorded_for_the_benchmark(
     arrivals = await slack.wait_for(3, endpoint="webhook")
     assert [item.status for item in arrivals] == [200, 200, 200]
     assert arrivals[0].received_at <= arrivals[1].received_at <= arrivals[2].received_at
+
+
+async def test_the_fake_enforces_a_per_destination_rate_limit(client: httpx.AsyncClient) -> None:
+    async with FakeSlack(min_interval=0.5) as limited:
+        provider = SlackProvider(
+            client, api_url=limited.api_url, bot_token=SecretStr(limited.bot_token)
+        )
+        hook = SlackDestination(webhook_url=limited.webhook_url())
+        channel = SlackDestination(channel="C0OWNER")
+        rendered = provider.render(alert_message(), hook)
+        await provider.send(rendered, hook)
+        await provider.send(rendered, channel)  # another destination: its own budget
+        with pytest.raises(TransientDeliveryError) as caught:
+            await provider.send(rendered, hook)
+        assert caught.value.retry_after == 1
+        assert limited.rate_limit is not None
+        assert limited.rate_limit.refused == 1

@@ -331,3 +331,18 @@ async def test_the_fake_answers_callback_queries(
     )
     assert response.json() == {"ok": True, "result": True}
     assert telegram.callback_answers == [{"callback_query_id": "cq-1", "text": "Acknowledged"}]
+
+
+async def test_the_fake_enforces_a_per_chat_rate_limit(client: httpx.AsyncClient) -> None:
+    async with FakeTelegram(min_interval=0.5) as limited:
+        provider = TelegramProvider(
+            client, api_url=limited.api_url, bot_token=SecretStr(limited.token)
+        )
+        rendered = provider.render(alert_message(), CHAT)
+        await provider.send(rendered, CHAT)
+        other = TelegramDestination(chat_id="-1001")
+        await provider.send(rendered, other)
+        with pytest.raises(TransientDeliveryError) as caught:
+            await provider.send(rendered, CHAT)
+        assert caught.value.retry_after == 1
+        assert len(limited.chat("4242")) == 1

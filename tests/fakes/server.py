@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import time
 from collections import deque
@@ -69,6 +70,31 @@ class Received:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
+
+
+class RateLimit:
+    """Strict spacing per key (a webhook, a channel, a chat): a request sooner than `interval`
+    seconds after the last accepted one to the same key is refused. Real services allow short
+    bursts; this is stricter on purpose, so a sender's own limiter is what keeps it under."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.refused = 0
+        self._last: dict[str, float] = {}
+
+    def retry_after(self, key: str) -> int | None:
+        """Whole seconds to wait (at least 1) when refused; `None` when accepted."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self.refused += 1
+            return max(1, math.ceil(self.interval - (now - last)))
+        self._last[key] = now
+        return None
+
+    def reset(self) -> None:
+        self.refused = 0
+        self._last.clear()
 
 
 class _SignalFreeServer(uvicorn.Server):

@@ -6,7 +6,8 @@ Behaves like Slack where our adapter depends on it:
 * Web API under `/api/` wants `Authorization: Bearer xoxb-…`; errors come as HTTP 200 with
   `{"ok": false, "error": …}` (`not_authed`, `invalid_auth`, `channel_not_found`, `is_archived`,
   `message_not_found`, `invalid_blocks`); success returns `channel` and `ts`;
-* `script(...)` injects 429 + `Retry-After`, 5xx, slow answers, or any other reply.
+* `script(...)` injects 429 + `Retry-After`, 5xx, slow answers, or any other reply;
+  `min_interval=` refuses with 429 whatever comes faster than that per webhook or channel.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from tests.fakes.server import LocalHttpServer, Scripted, parse_body
+from tests.fakes.server import LocalHttpServer, RateLimit, Scripted, parse_body
 
 WEBHOOK_ENDPOINT: Final = "webhook"
 DEFAULT_BOT_TOKEN: Final = "xoxb-1111-2222-test"
@@ -64,8 +65,11 @@ class FakeSlack(LocalHttpServer):
         bot_token: str = DEFAULT_BOT_TOKEN,
         known_channels: set[str] | None = None,
         archived_channels: set[str] | None = None,
+        min_interval: float | None = None,
     ) -> None:
         super().__init__()
+        # Per webhook and per channel, like Slack's ~1 message/s (None: no limit).
+        self.rate_limit = RateLimit(min_interval) if min_interval else None
         self.bot_token = bot_token
         self.known_channels = known_channels  # None: every channel exists
         self.archived_channels = archived_channels or set()
@@ -76,6 +80,8 @@ class FakeSlack(LocalHttpServer):
 
     def reset(self) -> None:
         super().reset()
+        if self.rate_limit:
+            self.rate_limit.reset()
         self.revoked_webhooks.clear()
         self.webhook_posts.clear()
         self.messages.clear()
@@ -116,6 +122,9 @@ class FakeSlack(LocalHttpServer):
             return PlainTextResponse("invalid_payload", status_code=400)
         if block_kit_problems(payload):
             return PlainTextResponse("invalid_blocks", status_code=400)
+        wait = self.rate_limit.retry_after(path) if self.rate_limit else None
+        if wait is not None:
+            return rate_limited(wait).response()
         self.webhook_posts.append(payload)
         return PlainTextResponse("ok")
 
@@ -132,6 +141,9 @@ class FakeSlack(LocalHttpServer):
         problem = self._channel_problem(channel) or _content_problem(payload)
         if problem:
             return JSONResponse({"ok": False, "error": problem})
+        wait = self.rate_limit.retry_after(channel) if self.rate_limit else None
+        if wait is not None:
+            return rate_limited(wait, api=True).response()
         if method == "chat.postMessage":
             return self._post(channel, payload)
         return self._update(channel, payload)

@@ -8,7 +8,8 @@ Like the real API where our adapter depends on it:
 * unknown chats answer `400 Bad Request: chat not found`, blocked ones
   `403 Forbidden: bot was blocked by the user`; an identical edit answers
   `400 Bad Request: message is not modified: …`; `callback_data` must be 1-64 bytes;
-* `script(...)` injects 429 with `parameters.retry_after`, 5xx or slow answers.
+* `script(...)` injects 429 with `parameters.retry_after`, 5xx or slow answers;
+  `min_interval=` refuses with 429 whatever comes faster than that per chat.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.server import LocalHttpServer, Scripted, parse_body
+from tests.fakes.server import LocalHttpServer, RateLimit, Scripted, parse_body
 
 MESSAGE_LIMIT: Final = 4_096
 DEFAULT_TOKEN: Final = "123456789:AAtest-token_for-fake"
@@ -182,8 +183,11 @@ class FakeTelegram(LocalHttpServer):
         token: str = DEFAULT_TOKEN,
         known_chats: set[str] | None = None,
         blocked_chats: set[str] | None = None,
+        min_interval: float | None = None,
     ) -> None:
         super().__init__()
+        # Per chat, like Telegram's ~1 message/s (None: no limit).
+        self.rate_limit = RateLimit(min_interval) if min_interval else None
         self.token = token
         self.known_chats = known_chats  # None: every chat exists
         self.blocked_chats = blocked_chats or set()
@@ -193,6 +197,8 @@ class FakeTelegram(LocalHttpServer):
 
     def reset(self) -> None:
         super().reset()
+        if self.rate_limit:
+            self.rate_limit.reset()
         self.messages.clear()
         self.callback_answers.clear()
 
@@ -227,6 +233,9 @@ class FakeTelegram(LocalHttpServer):
         problem = self._chat_problem(chat_id) or _content_problem(params)
         if problem:
             return problem
+        wait = self.rate_limit.retry_after(chat_id) if self.rate_limit else None
+        if wait is not None:
+            return too_many_requests(wait).response()
         message = TelegramMessage(
             chat_id=chat_id,
             message_id=next(self._message_ids),
