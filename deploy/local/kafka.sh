@@ -240,8 +240,10 @@ EOF
 
 cluster_id() {
     if [[ ! -s $CLUSTER_ID_FILE ]]; then
-        "$PYTHON" -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))' \
-            >"$CLUSTER_ID_FILE"
+        # An id starting with '-' would be read by StorageTool as an option: draw again.
+        "$PYTHON" -c 'import base64, os
+while (cid := base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")).startswith("-"): pass
+print(cid)' >"$CLUSTER_ID_FILE"
     fi
     cat "$CLUSTER_ID_FILE"
 }
