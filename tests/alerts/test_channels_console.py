@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 from npsloop_alerts.channels import ConsoleDestination, ConsoleProvider, ConsoleRef
-
 from tests.fakes.samples import ARABIC, CJK, LONG, alert_message
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
 from npsloop_alerts.channels import (
     DestinationConfigError,
     EmailDestination,
@@ -26,7 +27,6 @@ from npsloop_alerts.channels import (
     TransientDeliveryError,
     alert_message_id,
 )
-
 from tests.fakes.samples import ARABIC, CJK, FULL_TEXT_URL, HEBREW, LONG, SCRIPT, alert_message
 
 RECIPIENT = EmailDestination(address="owner@acme.example", name="Owner, Acme")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from npsloop_alerts.channels import escaping
 
+from npsloop_alerts.channels import escaping
 from tests.fakes.samples import ARABIC, CJK, HEBREW
 from tests.fakes.telegram_api import parse_html
 

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
+from pydantic import ValidationError
+
 from npsloop_alerts.channels import (
     Channel,
     ChannelProvider,
@@ -42,8 +44,6 @@ from npsloop_alerts.channels import (
 )
 from npsloop_alerts.channels.i18n import SUPPORTED_LOCALES, resolve_locale, translations
 from npsloop_alerts.channels.presentation import present
-from pydantic import ValidationError
-
 from tests.fakes.samples import alert_message
 
 CHANNELS_DIR = Path(str(resources.files("npsloop_alerts.channels")))

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
+
 from npsloop_alerts.channels import (
     DestinationConfigError,
     PermanentDeliveryError,
@@ -17,8 +19,6 @@ from npsloop_alerts.channels import (
     TransientDeliveryError,
 )
 from npsloop_alerts.channels.slack import render_slack
-from pydantic import SecretStr
-
 from tests.fakes.samples import ARABIC, CJK, HEBREW, HOSTILE_COMMENTS, LONG, PINGS, alert_message
 from tests.fakes.server import Scripted
 from tests.fakes.slack_api import (

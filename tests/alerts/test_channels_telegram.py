@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from pydantic import SecretStr
+
 from npsloop_alerts.channels import (
     DestinationConfigError,
     PermanentDeliveryError,
@@ -17,8 +19,6 @@ from npsloop_alerts.channels import (
 )
 from npsloop_alerts.channels.escaping import utf16_length
 from npsloop_alerts.channels.telegram import render_telegram
-from pydantic import SecretStr
-
 from tests.fakes.samples import (
     ARABIC,
     CJK,

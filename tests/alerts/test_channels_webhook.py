@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from pydantic import SecretStr
+
 from npsloop_alerts.channels import (
     DestinationConfigError,
     PermanentDeliveryError,
@@ -14,8 +16,6 @@ from npsloop_alerts.channels import (
     WebhookProvider,
     WebhookRef,
 )
-from pydantic import SecretStr
-
 from tests.fakes.samples import HOSTILE_COMMENTS, SCRIPT, alert_message
 from tests.fakes.server import Scripted
 from tests.fakes.webhook_receiver import FakeWebhookReceiver, new_secret

@@ -18,6 +18,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
 from npsloop_shared.kafka.consumer import (
     Backoff,
     ConsumedRecord,
@@ -28,7 +30,6 @@ from npsloop_shared.kafka.consumer import (
     RetryPolicy,
 )
 from npsloop_shared.kafka.dlq import KafkaDeadLetterPublisher
-from prometheus_client import CollectorRegistry
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import BaseModel, ValidationError
+
 from npsloop_shared.kafka.consumer import Backoff, ConsumedRecord, RetryPolicy
 from npsloop_shared.kafka.dlq import (
     MAX_ERROR_MESSAGE_CHARS,
@@ -13,7 +15,6 @@ from npsloop_shared.kafka.dlq import (
     describe_error,
     error_class_name,
 )
-from pydantic import BaseModel, ValidationError
 
 
 def a_record(headers: tuple[tuple[str, bytes], ...] = ()) -> ConsumedRecord:

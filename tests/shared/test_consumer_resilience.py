@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from npsloop_shared.kafka.consumer import ConsumedRecord
 
 from deploy.local.infra import KafkaBroker
+from npsloop_shared.kafka.consumer import ConsumedRecord
 from tests.shared.test_consumer import (
     RecordingHandler,
     committed_offsets,

@@ -25,8 +25,9 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
 import httpx
-from npsloop_shared.errors import NpsloopError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from npsloop_shared.errors import NpsloopError
 
 if TYPE_CHECKING:
     from npsloop_alerts.channels.message import AlertMessage

@@ -14,8 +14,9 @@ from typing import Annotated, Any, Final, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from npsloop_shared.contracts import Bucket, Respondent, ResponseKind, bucket_for
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from npsloop_shared.contracts import Bucket, Respondent, ResponseKind, bucket_for
 
 MAX_CALLBACK_KEY_BYTES: Final = 64  # Telegram's `callback_data` limit, in bytes
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from babel.support import Translations
-from npsloop_shared.contracts import Bucket, ResponseKind
 
 from npsloop_alerts.channels.escaping import plain_text, single_line, truncate
 from npsloop_alerts.channels.i18n import format_moment, resolve_locale, translations
 from npsloop_alerts.channels.message import ActionKind, ActionLink, AlertMessage
+from npsloop_shared.contracts import Bucket, ResponseKind
 
 SHORT_FIELD_CHARS: Final = 200
 BUCKET_EMOJI: Final = {Bucket.DETRACTOR: "🔴", Bucket.PASSIVE: "🟡", Bucket.PROMOTER: "🟢"}
