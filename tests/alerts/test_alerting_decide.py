@@ -1,0 +1,298 @@
+"""Consume and decide on a real PostgreSQL: dedupe, one alert per response, revisions, holds."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from npsloop_alerts.alerting.directory_view import DirectoryView
+from npsloop_alerts.alerting.handler import decode_response
+from npsloop_alerts.alerting.repository import AlertRepository
+from npsloop_alerts.alerting.service import (
+    AlertDecider,
+    DecideOutcome,
+    DeciderConfig,
+    alert_id_for,
+)
+from npsloop_alerts.alerting.sla import SlaClock, SlaPolicy
+from npsloop_alerts.routing.engine import ChannelConfig
+from npsloop_alerts.routing.rules import Channel
+from npsloop_shared.contracts import Bucket, ResponseReceived
+from npsloop_shared.kafka.consumer import ConsumedRecord, PermanentMessageError
+from tests.alerts.alerting_support import add_account, add_person, response, set_team_fallback
+
+HOLD = timedelta(seconds=60)
+CHANNELS = frozenset({Channel.EMAIL, Channel.SLACK, Channel.TELEGRAM, Channel.WEBHOOK})
+POLICY = SlaPolicy(
+    segments={"wholesale": {Bucket.DETRACTOR: SlaClock(acknowledge_hours=1, resolve_hours=8)}}
+)
+
+
+@pytest.fixture
+def decider() -> AlertDecider:
+    return AlertDecider(
+        DirectoryView(ChannelConfig(enabled=CHANNELS, slack_bot_mode=True)),
+        DeciderConfig(email_hold=HOLD, sla_policy=POLICY, events_topic="npsloop.alerts.v1"),
+    )
+
+
+@pytest.fixture
+async def directory(session: AsyncSession) -> None:
+    await add_person(
+        session,
+        "olivia",
+        email_address="olivia@acme.example",
+        slack_channel="C0OLIVIA",
+        telegram_chat_id="1001",
+        locale="pt-BR",
+        timezone="America/Sao_Paulo",
+    )
+    await add_person(session, "team", email_address="team@npsloop.example")
+    await add_account(session, "acc-1", owner_id="olivia")
+    await set_team_fallback(session, "team")
+
+
+async def decide(
+    decider: AlertDecider, session: AsyncSession, event: ResponseReceived
+) -> DecideOutcome:
+    result = await decider.decide(AlertRepository(session), event.event_id, event)
+    return result.outcome
+
+
+async def rows(session: AsyncSession, sql: str, **params: Any) -> list[dict[str, Any]]:
+    result = await session.execute(text(sql), params)
+    return [dict(row) for row in result.mappings()]
+
+
+async def deliveries(session: AsyncSession, event: ResponseReceived) -> dict[str, dict[str, Any]]:
+    found = await rows(
+        session,
+        "SELECT * FROM deliveries WHERE alert_id = :a ORDER BY channel",
+        a=alert_id_for(event.source, event.response_id),
+    )
+    return {row["channel"]: row for row in found}
+
+
+@pytest.mark.usefixtures("directory")
+async def test_a_detractor_becomes_one_alert_with_a_delivery_per_channel_of_its_owner(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    event = response(comment="Checkout kept failing.")
+
+    assert await decide(decider, session, event) is DecideOutcome.CREATED
+
+    (alert,) = await rows(
+        session, "SELECT * FROM alerts WHERE response_id = :r", r=event.response_id
+    )
+    assert alert["owner_id"] == "olivia"
+    assert alert["account_name"] == "Acme Retail"
+    assert alert["bucket"] == "detractor"
+    assert alert["comment"] == "Checkout kept failing."
+    assert alert["status"] == "open"
+    assert alert["acknowledge_due_at"] == event.received_at + timedelta(hours=4)
+    by_channel = await deliveries(session, event)
+    assert set(by_channel) == {"email", "slack", "telegram"}
+    assert by_channel["email"]["destination"] == "olivia@acme.example"
+    assert by_channel["slack"]["destination"] == "C0OLIVIA"
+    assert by_channel["telegram"]["destination"] == "1001"
+    assert {row["locale"] for row in by_channel.values()} == {"pt-BR"}
+    assert {row["status"] for row in by_channel.values()} == {"pending"}
+    # Complete (has a comment): nothing waits for the hold.
+    assert not any(row["awaiting_comment"] for row in by_channel.values())
+
+
+@pytest.mark.usefixtures("directory")
+async def test_the_created_event_is_in_the_outbox_keyed_by_account(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    event = response()
+    await decide(decider, session, event)
+
+    (outbox,) = await rows(session, "SELECT * FROM alert_outbox")
+    assert outbox["topic"] == "npsloop.alerts.v1"
+    assert outbox["key"] == "acc-1"
+    headers = dict(outbox["headers"])
+    assert headers["ce_type"] == "io.npsloop.alert.created.v1"
+    assert headers["ce_subject"] == str(alert_id_for("api", event.response_id))
+
+
+@pytest.mark.usefixtures("directory")
+async def test_the_same_event_twice_is_one_alert_and_one_set_of_deliveries(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    event = response()
+
+    assert await decide(decider, session, event) is DecideOutcome.CREATED
+    assert await decide(decider, session, event) is DecideOutcome.DUPLICATE
+
+    assert len(await rows(session, "SELECT id FROM alerts")) == 1
+    assert len(await rows(session, "SELECT id FROM deliveries")) == 3
+    assert len(await rows(session, "SELECT id FROM alert_outbox")) == 1
+
+
+@pytest.mark.usefixtures("directory")
+async def test_score_first_holds_the_email_but_not_the_chat_messages(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    event = response(comment=None)
+    await decide(decider, session, event)
+
+    by_channel = await deliveries(session, event)
+    assert by_channel["email"]["awaiting_comment"]
+    assert by_channel["email"]["next_attempt_at"] == event.received_at + HOLD
+    assert not by_channel["telegram"]["awaiting_comment"]
+    assert by_channel["telegram"]["next_attempt_at"] <= event.received_at + timedelta(seconds=1)
+
+
+@pytest.mark.usefixtures("directory")
+async def test_the_comment_revision_updates_the_alert_and_releases_the_held_email(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    first = response(comment=None)
+    await decide(decider, session, first)
+    second = response(
+        response_id=first.response_id, revision=1, comment="And nobody answered my call."
+    )
+
+    assert await decide(decider, session, second) is DecideOutcome.UPDATED
+
+    (alert,) = await rows(session, "SELECT * FROM alerts")
+    assert alert["revision"] == 1
+    assert alert["comment"] == "And nobody answered my call."
+    by_channel = await deliveries(session, first)
+    assert len(by_channel) == 3  # a revision never adds deliveries
+    assert not by_channel["email"]["awaiting_comment"]
+    (now,) = await rows(session, "SELECT clock_timestamp() AS at")
+    assert by_channel["email"]["next_attempt_at"] <= now["at"]
+    assert {row["content_revision"] for row in by_channel.values()} == {1}
+
+
+@pytest.mark.usefixtures("directory")
+async def test_an_older_or_equal_revision_changes_nothing(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    newer = response(revision=2, comment="Latest words.")
+    await decide(decider, session, newer)
+
+    older = response(response_id=newer.response_id, revision=1, comment="Earlier words.")
+    assert await decide(decider, session, older) is DecideOutcome.STALE
+
+    (alert,) = await rows(session, "SELECT revision, comment FROM alerts")
+    assert alert == {"revision": 2, "comment": "Latest words."}
+
+
+@pytest.mark.usefixtures("directory")
+async def test_a_revision_queues_an_edit_of_chat_messages_already_sent(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    first = response(comment=None)
+    await decide(decider, session, first)
+    await session.execute(
+        text(
+            "UPDATE deliveries SET status = 'sent', editable = (channel <> 'email'),"
+            ' rendered_revision = 0, external_ref = \'{"kind": "console", "sequence": 1}\','
+            " attempts = 1, next_attempt_at = now() + interval '1 hour'"
+        )
+    )
+
+    await decide(decider, session, response(response_id=first.response_id, revision=1))
+
+    by_channel = await deliveries(session, first)
+    assert by_channel["telegram"]["status"] == "pending"
+    assert by_channel["telegram"]["attempts"] == 0
+    assert by_channel["slack"]["status"] == "pending"
+    assert by_channel["email"]["status"] == "sent"  # mail cannot be edited
+
+
+@pytest.mark.usefixtures("directory")
+async def test_an_unknown_account_is_never_dropped_it_reaches_the_team(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    event = response(account_id="acc-unknown")
+
+    assert await decide(decider, session, event) is DecideOutcome.CREATED
+
+    (alert,) = await rows(session, "SELECT * FROM alerts")
+    assert alert["account_known"] is False
+    assert alert["account_name"] == "acc-unknown"
+    assert alert["owner_id"] == "team"
+    by_channel = await deliveries(session, event)
+    assert list(by_channel) == ["email"]
+    assert by_channel["email"]["recipient_id"] == "team"
+
+
+@pytest.mark.usefixtures("directory")
+async def test_sla_deadlines_follow_the_segment_policy(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    await add_account(
+        session, "acc-big", name="Big Wholesale", segment="Wholesale", owner_id="olivia"
+    )
+    event = response(account_id="acc-big")
+    await decide(decider, session, event)
+
+    (alert,) = await rows(session, "SELECT * FROM alerts")
+    assert alert["acknowledge_due_at"] == event.received_at + timedelta(hours=1)
+    assert alert["resolve_due_at"] == event.received_at + timedelta(hours=8)
+
+
+@pytest.mark.usefixtures("directory")
+async def test_promoters_get_no_deadline_by_default(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    await decide(decider, session, response(score=10))
+
+    (alert,) = await rows(session, "SELECT acknowledge_due_at, resolve_due_at FROM alerts")
+    assert alert == {"acknowledge_due_at": None, "resolve_due_at": None}
+
+
+def _record(value: bytes | None, headers: list[tuple[str, bytes]]) -> ConsumedRecord:
+    return ConsumedRecord(
+        topic="npsloop.responses.v1",
+        partition=0,
+        offset=7,
+        key=b"acc-1",
+        value=value,
+        headers=tuple(headers),
+        timestamp_ms=0,
+    )
+
+
+def test_a_valid_record_decodes_with_its_cloudevents_id() -> None:
+    event = response()
+    ce_id = uuid.uuid4()
+    record = _record(
+        event.model_dump_json().encode(),
+        [("ce_id", str(ce_id).encode()), ("ce_type", b"io.npsloop.response.received.v1")],
+    )
+
+    assert decode_response(record) == (ce_id, event)
+
+
+def test_without_a_ce_id_the_deterministic_id_is_used() -> None:
+    event = response()
+
+    assert decode_response(_record(event.model_dump_json().encode(), []))[0] == event.event_id
+
+
+@pytest.mark.parametrize(
+    ("value", "headers"),
+    [
+        (b"{not json", []),
+        (b'{"response_id": "x"}', []),
+        (None, []),
+        (response().model_dump_json().encode(), [("ce_type", b"io.other.thing.v1")]),
+        (response().model_dump_json().encode(), [("ce_id", b"not-a-uuid")]),
+    ],
+    ids=["malformed", "contract-violation", "no-value", "wrong-type", "bad-ce-id"],
+)
+def test_a_record_that_breaks_the_contract_is_permanent(
+    value: bytes | None, headers: list[tuple[str, bytes]]
+) -> None:
+    with pytest.raises(PermanentMessageError):
+        decode_response(_record(value, headers))
