@@ -8,6 +8,9 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import func, select
+from sqlalchemy.sql import ColumnElement
+
 from npsloop_alerts.alerting.models import Alert
 from npsloop_alerts.alerting.schemas import AlertDetailOut, AlertOut
 from npsloop_alerts.auth import AdminAuth
@@ -18,8 +21,6 @@ from npsloop_alerts.pagination import Page, Paging, make_page
 from npsloop_shared.contracts import AlertStatus, Bucket
 from npsloop_shared.db import DbSession
 from npsloop_shared.errors import NotFound
-from sqlalchemy import func, select
-from sqlalchemy.sql import ColumnElement
 
 router = APIRouter(prefix="/v1", dependencies=[AdminAuth], tags=["alerts"])
 
@@ -35,16 +36,20 @@ class AlertFilter:
     created_before: datetime | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
-        wanted: list[tuple[object, ColumnElement[bool]]] = [
-            (self.account_id, Alert.account_id == self.account_id),
-            (self.bucket, Alert.bucket == (self.bucket.value if self.bucket else None)),
-            (self.status, Alert.status == (self.status.value if self.status else None)),
-            (self.owner_id, Alert.owner_id == self.owner_id),
-            (self.source, Alert.source == self.source),
-            (self.created_after, Alert.created_at >= self.created_after),
-            (self.created_before, Alert.created_at < self.created_before),
-        ]
-        return [condition for value, condition in wanted if value is not None]
+        found: list[ColumnElement[bool]] = []
+        equal = {
+            Alert.account_id: self.account_id,
+            Alert.bucket: self.bucket.value if self.bucket else None,
+            Alert.status: self.status.value if self.status else None,
+            Alert.owner_id: self.owner_id,
+            Alert.source: self.source,
+        }
+        found += [column == value for column, value in equal.items() if value is not None]
+        if self.created_after is not None:
+            found.append(Alert.created_at >= self.created_after)
+        if self.created_before is not None:
+            found.append(Alert.created_at < self.created_before)
+        return found
 
 
 def alert_filter(

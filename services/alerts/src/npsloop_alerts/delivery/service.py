@@ -6,12 +6,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from npsloop_alerts.delivery.models import Delivery, DeliveryAttempt, DeliveryStatus
-from npsloop_shared.errors import Conflict, NotFound
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
+
+from npsloop_alerts.delivery.models import Delivery, DeliveryAttempt, DeliveryStatus
+from npsloop_shared.errors import Conflict, NotFound
 
 # Re-driving also re-enables the destination: the operator says it has been fixed.
 _REDRIVE = text(
@@ -43,17 +44,15 @@ class DeliveryFilter:
     purpose: str | None = None
 
     def apply(self, query: Select[Delivery]) -> Select[Delivery]:
-        conditions = [
-            (self.status, Delivery.status == (self.status.value if self.status else None)),
-            (self.channel, Delivery.channel == self.channel),
-            (self.alert_id, Delivery.alert_id == self.alert_id),
-            (self.recipient_id, Delivery.recipient_id == self.recipient_id),
-            (self.purpose, Delivery.purpose == self.purpose),
-        ]
-        for value, condition in conditions:
-            if value is not None:
-                query = query.where(condition)
-        return query
+        equal = {
+            Delivery.status: self.status.value if self.status else None,
+            Delivery.channel: self.channel,
+            Delivery.alert_id: self.alert_id,
+            Delivery.recipient_id: self.recipient_id,
+            Delivery.purpose: self.purpose,
+        }
+        conditions = [column == value for column, value in equal.items() if value is not None]
+        return query.where(*conditions)
 
 
 class DeliveryService:
