@@ -11,6 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import String
+
 from npsloop_alerts.routing.engine import (
     AccountRouting,
     ChannelConfig,
@@ -20,10 +25,6 @@ from npsloop_alerts.routing.engine import (
     TeamRouting,
 )
 from npsloop_alerts.routing.rules import RuleDefinition, recipient_person_id
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import String
 
 _ACCOUNT_TEAM_RULES = text(
     """

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Final
 
 import orjson
+
 from npsloop_shared.cloudevents import CloudEventAttributes
 from npsloop_shared.contracts import AlertEventKind, AlertLifecycleEvent, alert_event_type
 

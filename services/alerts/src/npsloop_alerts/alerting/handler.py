@@ -12,6 +12,8 @@ import logging
 import uuid
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from npsloop_alerts.alerting.metrics import AlertingMetrics
 from npsloop_alerts.alerting.repository import AlertRepository
 from npsloop_alerts.alerting.service import AlertDecider, DecideOutcome, DecideResult
@@ -19,7 +21,6 @@ from npsloop_shared.contracts import RESPONSE_RECEIVED_TYPE, ResponseReceived
 from npsloop_shared.db import SessionMaker, session_scope
 from npsloop_shared.kafka.consumer import ConsumedRecord, PermanentMessageError
 from npsloop_shared.kafka.dlq import describe_error
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 

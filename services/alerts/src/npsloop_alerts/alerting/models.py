@@ -11,8 +11,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from npsloop_alerts.db import Base, TimestampedMixin
-from npsloop_shared.contracts import AlertStatus
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -30,6 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
+
+from npsloop_alerts.db import Base, TimestampedMixin
+from npsloop_shared.contracts import AlertStatus
 
 ID_LENGTH = 128
 

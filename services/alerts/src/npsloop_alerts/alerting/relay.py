@@ -14,15 +14,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.types import BigInteger
+
 from npsloop_alerts.alerting.metrics import AlertingMetrics
 from npsloop_alerts.kafka import KafkaConnection
 from npsloop_alerts.lifecycle import BackgroundLoop
 from npsloop_shared.db import SessionMaker, session_scope
 from npsloop_shared.kafka.producer import BrokerUnavailable, OutgoingRecord
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.types import BigInteger
 
 log = logging.getLogger(__name__)
 

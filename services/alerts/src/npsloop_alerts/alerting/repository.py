@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from npsloop_alerts.alerting.events import OutboxRecord
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Boolean, DateTime, Integer, LargeBinary, String
+
+from npsloop_alerts.alerting.events import OutboxRecord
 
 _UPSERT_ALERT = text(
     """

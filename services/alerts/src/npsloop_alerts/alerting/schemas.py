@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from npsloop_alerts.delivery.schemas import DeliveryOut
 from pydantic import BaseModel, ConfigDict, Field
+
+from npsloop_alerts.delivery.schemas import DeliveryOut
 
 
 class AlertOut(BaseModel):

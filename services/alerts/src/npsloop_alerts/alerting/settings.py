@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from pydantic import Field
+
 from npsloop_alerts.alerting.sla import SlaPolicy
 from npsloop_shared.contracts import ALERTS_TOPIC, RESPONSES_TOPIC
 from npsloop_shared.settings import NpsloopSettings
-from pydantic import Field
 
 
 class AlertingSettings(NpsloopSettings):

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from npsloop_alerts.routing.rules import normalise_text
 from npsloop_shared.contracts import Bucket
-from pydantic import BaseModel, ConfigDict, Field
 
 Hours = Annotated[float, Field(gt=0, le=24 * 365)]
 

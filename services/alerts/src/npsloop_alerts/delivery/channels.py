@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import TextIO
 
 import httpx
+from pydantic import SecretStr
+
 from npsloop_alerts.channels import (
     ConsoleProvider,
     EmailIdentity,
@@ -21,7 +23,6 @@ from npsloop_alerts.channels import (
     WebhookProvider,
 )
 from npsloop_alerts.delivery.settings import DeliverySettings
-from pydantic import SecretStr
 
 
 @dataclass(frozen=True, slots=True)

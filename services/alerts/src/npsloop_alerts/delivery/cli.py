@@ -17,11 +17,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Final, TextIO
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from npsloop_alerts.delivery.service import DeliveryFilter, DeliveryService
 from npsloop_alerts.routing.rules import Channel
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.db import create_engine, create_sessionmaker, session_scope
-from sqlalchemy.exc import SQLAlchemyError
 
 EXIT_OK: Final = 0
 EXIT_NOT_ALL: Final = 1

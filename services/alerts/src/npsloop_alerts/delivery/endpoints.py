@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+
 from npsloop_alerts.auth import AdminAuth
 from npsloop_alerts.delivery.models import DeliveryPurpose, DeliveryStatus
 from npsloop_alerts.delivery.schemas import (

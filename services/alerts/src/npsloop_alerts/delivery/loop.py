@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from npsloop_alerts.alerting.service import delivery_id_for
 from npsloop_alerts.delivery.backoff import RetryPolicy
 from npsloop_alerts.delivery.dispatch import Dispatcher
@@ -51,7 +53,6 @@ from npsloop_alerts.delivery.work import ClaimedDelivery, SendOutcome, Verdict
 from npsloop_alerts.lifecycle import BackgroundLoop
 from npsloop_alerts.routing.rules import Channel
 from npsloop_shared.db import SessionMaker, session_scope
-from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
 

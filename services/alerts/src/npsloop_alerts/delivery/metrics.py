@@ -8,8 +8,9 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
-from npsloop_alerts.delivery.repository import QueueStats
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from npsloop_alerts.delivery.repository import QueueStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -21,7 +21,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from npsloop_alerts.db import Base, TimestampedMixin
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -39,6 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
+
+from npsloop_alerts.db import Base, TimestampedMixin
 
 ID_LENGTH = 128
 

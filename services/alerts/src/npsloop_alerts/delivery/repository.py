@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import Any, Final
 
 import orjson
-from npsloop_alerts.delivery.work import AlertContent, ClaimedDelivery
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Boolean, DateTime, Float, Integer, String
+
+from npsloop_alerts.delivery.work import AlertContent, ClaimedDelivery
 
 NOTIFY_CHANNEL: Final = "npsloop_deliveries"
 

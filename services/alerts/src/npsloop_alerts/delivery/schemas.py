@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from npsloop_alerts.delivery.models import Delivery, DeliveryAttempt
 from pydantic import BaseModel, ConfigDict, Field
+
+from npsloop_alerts.delivery.models import Delivery, DeliveryAttempt
 
 
 class DeliveryOut(BaseModel):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from npsloop_shared.settings import NpsloopSettings
 from pydantic import Field, SecretStr
+
+from npsloop_shared.settings import NpsloopSettings
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 NonNegativeSeconds = Annotated[float, Field(ge=0)]
