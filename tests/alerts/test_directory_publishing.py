@@ -1,0 +1,311 @@
+"""Directory changes reach `npsloop.accounts.v1` through the outbox relay, on real Kafka.
+
+These tests commit for real, so they use their own migrated database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy import select, text
+
+from deploy.local.infra import KafkaBrokerFactory
+from npsloop_alerts.app import create_app
+from npsloop_alerts.directory.models import OutboxMessage
+from npsloop_alerts.directory.relay import OutboxRelay
+from npsloop_alerts.directory.repository import OUTBOX_RELAY_LOCK_KEY, OutboxRepository
+from npsloop_alerts.directory.schemas import AccountIn, PersonIn
+from npsloop_alerts.directory.service import DirectoryService
+from npsloop_alerts.kafka import KafkaConnection
+from npsloop_alerts.settings import AlertsSettings
+from npsloop_shared.contracts import ACCOUNTS_TOPIC, AccountUpserted
+from npsloop_shared.db import SessionMaker, create_engine, create_sessionmaker, session_scope
+from npsloop_shared.kafka.producer import KafkaProducer
+from npsloop_shared.kafka.topics import compacted_topic, ensure_topics
+from tests.alerts.conftest import ADMIN_TOKEN, CreateDatabase
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+
+@dataclass(frozen=True)
+class Record:
+    key: str
+    value: bytes | None
+    headers: dict[str, str]
+    partition: int
+
+
+@pytest.fixture(scope="module")
+async def publishing_database_url(create_migrated_database: CreateDatabase) -> str:
+    return await create_migrated_database()
+
+
+@pytest.fixture
+async def sessionmaker(publishing_database_url: str) -> AsyncIterator[SessionMaker]:
+    engine = create_engine(publishing_database_url, application_name="test", pool_size=2)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: AlertsSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app under uvicorn, lifespan and all, on a free port."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        ) as client:
+            await until(lambda: server.started, "uvicorn did not start")
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+
+
+async def until(condition: Callable[[], Any], message: str, within: float = 30) -> None:
+    """Poll `condition` (sync or async) until true; fail with `message` after `within` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await _evaluate(condition):
+        assert asyncio.get_running_loop().time() < deadline, message
+        await asyncio.sleep(0.05)
+
+
+async def _evaluate(condition: Callable[[], Any]) -> bool:
+    result = condition()
+    if asyncio.iscoroutine(result):
+        result = await result
+    return bool(result)
+
+
+@contextlib.asynccontextmanager
+async def tail(
+    bootstrap: str, topic: str = ACCOUNTS_TOPIC, *, from_beginning: bool = False
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A group-less consumer positioned at the current end (or the beginning) of every partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
+        consumer.assign(partitions)
+        positions = consumer.beginning_offsets if from_beginning else consumer.end_offsets
+        for partition, offset in (await positions(partitions)).items():
+            consumer.seek(partition, offset)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def partition_ids(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    ids = sorted(partition["partition"] for partition in description["partitions"])
+    assert ids, f"{topic} has no partitions"
+    return ids
+
+
+async def records_for(consumer: AIOKafkaConsumer, key: str, count: int) -> list[Record]:
+    found: list[Record] = []
+    async with asyncio.timeout(30):
+        while len(found) < count:
+            found += await records_for_batch(consumer, key)
+    return found
+
+
+async def read_to_end(consumer: AIOKafkaConsumer, key: str) -> list[Record]:
+    """Every record for `key` from the current positions up to the partitions' end offsets."""
+    ends = await consumer.end_offsets(list(consumer.assignment()))
+    found: list[Record] = []
+    async with asyncio.timeout(30):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            found += await records_for_batch(consumer, key)
+    return found
+
+
+async def records_for_batch(consumer: AIOKafkaConsumer, key: str) -> list[Record]:
+    batches = await consumer.getmany(timeout_ms=500)
+    return [
+        Record(
+            key=m.key.decode(),
+            value=m.value,
+            headers={k: v.decode() for k, v in m.headers},
+            partition=m.partition,
+        )
+        for messages in batches.values()
+        for m in messages
+        if m.key == key.encode()
+    ]
+
+
+async def ensure_accounts_topic(bootstrap: str) -> None:
+    await ensure_topics(bootstrap, [compacted_topic(ACCOUNTS_TOPIC)])
+
+
+def settings_for(database_url: str, bootstrap: str) -> AlertsSettings:
+    return AlertsSettings(
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
+        admin_token=ADMIN_TOKEN,
+        outbox_poll_interval_seconds=0.05,
+        kafka_send_timeout_seconds=3,
+    )
+
+
+async def test_directory_changes_are_published_in_order_with_a_tombstone_on_delete(
+    publishing_database_url: str,
+    sessionmaker: SessionMaker,
+    kafka_bootstrap: str,
+    unique_name: str,
+) -> None:
+    account_id, owner_id = f"acct-{unique_name}", f"owner-{unique_name}"
+    await ensure_accounts_topic(kafka_bootstrap)
+    settings = settings_for(publishing_database_url, kafka_bootstrap)
+
+    async with running_app(settings) as app, tail(kafka_bootstrap) as consumer:
+        await until(lambda: _status(app, "/readyz", 200), "the app never became ready (DB + Kafka)")
+        owner = {"name": "Ana", "email": "ana@example.com", "locale": "pt-BR"}
+        assert (await app.put(f"/v1/people/{owner_id}", json=owner)).status_code == 201
+        account = {"name": "Acme", "segment": "wholesale", "owner_id": owner_id}
+        assert (await app.put(f"/v1/accounts/{account_id}", json=account)).status_code == 201
+        renamed = {**owner, "name": "Ana Souza"}
+        assert (await app.put(f"/v1/people/{owner_id}", json=renamed)).status_code == 200
+        assert (await app.delete(f"/v1/accounts/{account_id}")).status_code == 204
+
+        created, contact_changed, deleted = await records_for(consumer, account_id, 3)
+
+        health = (await app.get("/healthz")).json()
+        metrics = (await app.get("/metrics")).text
+
+    first = AccountUpserted.model_validate_json(created.value or b"")
+    second = AccountUpserted.model_validate_json(contact_changed.value or b"")
+    assert (first.version, first.segment, first.owner and first.owner.name) == (
+        1,
+        "wholesale",
+        "Ana",
+    )
+    assert (second.version, second.owner and second.owner.name) == (2, "Ana Souza")
+    assert deleted.value is None
+    assert created.headers["ce_type"] == "io.npsloop.account.upserted.v1"
+    assert deleted.headers["ce_type"] == "io.npsloop.account.deleted.v1"
+    assert len({r.headers["ce_id"] for r in (created, contact_changed, deleted)}) == 3
+    assert created.partition == contact_changed.partition == deleted.partition
+    assert health["checks"]["kafka"] == health["checks"]["directory-outbox-relay"] == "ok"
+    assert "npsloop_alerts_directory_events_published_total" in metrics
+    async with session_scope(sessionmaker) as session:
+        pending = await session.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.key == account_id, OutboxMessage.published_at.is_(None)
+            )
+        )
+        assert list(pending) == []
+
+
+async def _status(client: httpx.AsyncClient, path: str, expected: int) -> bool:
+    try:
+        return (await client.get(path)).status_code == expected
+    except httpx.HTTPError:
+        return False
+
+
+async def test_only_one_relay_publishes_at_a_time(
+    sessionmaker: SessionMaker, unique_name: str
+) -> None:
+    async with session_scope(sessionmaker) as session:
+        await DirectoryService(session).upsert_account(f"lock-{unique_name}", AccountIn(name="L"))
+    relay = OutboxRelay(sessionmaker, _unconnected_kafka())
+
+    async with sessionmaker() as other_replica, other_replica.begin():
+        await other_replica.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": OUTBOX_RELAY_LOCK_KEY}
+        )
+        published = await relay.publish_batch()
+
+    assert published == 0
+    async with session_scope(sessionmaker) as session:
+        assert await OutboxRepository(session).count_pending() >= 1
+
+
+def _unconnected_kafka() -> KafkaConnection:
+    producer = KafkaProducer("127.0.0.1:9")
+    return KafkaConnection("127.0.0.1:9", producer, [])
+
+
+async def test_changes_made_while_kafka_is_down_are_published_when_it_returns(
+    sessionmaker: SessionMaker,
+    kafka_broker_factory: KafkaBrokerFactory,
+    unique_name: str,
+) -> None:
+    broker = kafka_broker_factory()
+    bootstrap = broker.bootstrap_servers
+    producer = KafkaProducer(bootstrap, ack_timeout=2)
+    kafka = KafkaConnection(bootstrap, producer, [compacted_topic(ACCOUNTS_TOPIC, partitions=1)])
+    relay = OutboxRelay(sessionmaker, kafka, poll_interval=0.05, retention=timedelta(days=1))
+    await kafka.start()
+    await relay.start()
+    try:
+        await asyncio.wait_for(kafka.wait_connected(), 60)
+        await _drain(sessionmaker)
+        await broker.stop_async()
+
+        account_id = f"outage-{unique_name}"
+        async with session_scope(sessionmaker) as session:
+            directory = DirectoryService(session)
+            await directory.upsert_person(f"p-{unique_name}", PersonIn(name="P"))
+            await directory.upsert_account(account_id, AccountIn(name="During the outage"))
+        await asyncio.sleep(3)  # several relay passes fail meanwhile
+        assert await _pending(sessionmaker) >= 1
+        assert relay.healthy()
+
+        await broker.start_async()
+        await until(lambda: _nothing_pending(sessionmaker), "outbox not drained", within=90)
+        async with tail(broker.bootstrap_servers, from_beginning=True) as consumer:
+            records = await read_to_end(consumer, account_id)
+        # At least once: a send that timed out during the outage may also have been written;
+        # every copy carries the same ce_id, so consumers dedupe it.
+        assert len({record.headers["ce_id"] for record in records}) == 1
+        event = AccountUpserted.model_validate_json(records[0].value or b"")
+        assert event.name == "During the outage"
+    finally:
+        await relay.stop()
+        await kafka.stop()
+
+
+async def _pending(sessionmaker: SessionMaker) -> int:
+    async with session_scope(sessionmaker) as session:
+        return await OutboxRepository(session).count_pending()
+
+
+async def _nothing_pending(sessionmaker: SessionMaker) -> bool:
+    return await _pending(sessionmaker) == 0
+
+
+async def _drain(sessionmaker: SessionMaker) -> None:
+    await until(lambda: _nothing_pending(sessionmaker), "earlier changes not published", 60)
