@@ -23,9 +23,6 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
-from npsloop_alerts.app import create_app
-from npsloop_alerts.settings import AlertsSettings
-from npsloop_shared.db import SessionMaker, get_sessionmaker
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -36,6 +33,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+
+from npsloop_alerts.app import create_app
+from npsloop_alerts.settings import AlertsSettings
+from npsloop_shared.db import SessionMaker, get_sessionmaker
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "services" / "alerts" / "alembic.ini"
 ADMIN_TOKEN = "test-admin-token-4f1c2a9be07d"

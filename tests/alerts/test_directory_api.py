@@ -7,12 +7,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from npsloop_alerts.app import create_app
 from npsloop_alerts.directory.models import OutboxMessage
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.contracts import ACCOUNTS_TOPIC, AccountUpserted
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 PROBLEM = "application/problem+json"
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 import pytest
+
 from npsloop_alerts.routing.engine import (
     AccountRouting,
     ChannelConfig,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from npsloop_alerts.routing.rules import RuleDefinition, normalise_text
 from pydantic import ValidationError
+
+from npsloop_alerts.routing.rules import RuleDefinition, normalise_text
 
 
 def definition(**overrides: Any) -> dict[str, Any]:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import os
 
-import npsloop_alerts.models  # noqa: F401 - registers every feature's tables on Base.metadata
 from alembic import context
-from npsloop_alerts.db import Base
-from npsloop_alerts.settings import AlertsSettings
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+import npsloop_alerts.models  # noqa: F401 - registers every feature's tables on Base.metadata
+from npsloop_alerts.db import Base
+from npsloop_alerts.settings import AlertsSettings
 
 VERSION_TABLE = "alembic_version_alerts"
 MIGRATION_LOCK_KEY = 0x6E70_736C_6F6F_7000  # "npsloop" + 0

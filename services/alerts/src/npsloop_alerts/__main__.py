@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
-from npsloop_shared.db import create_engine, create_sessionmaker, session_scope
-from npsloop_shared.logging import configure_logging
 from sqlalchemy.exc import SQLAlchemyError
 
 from npsloop_alerts.delivery.cli import add_redrive_command
 from npsloop_alerts.directory.importer import CsvFileError, ImportKind, ImportReport, import_csv
 from npsloop_alerts.settings import AlertsSettings
+from npsloop_shared.db import create_engine, create_sessionmaker, session_scope
+from npsloop_shared.logging import configure_logging
 
 EXIT_OK: Final = 0
 EXIT_REJECTED: Final = 1

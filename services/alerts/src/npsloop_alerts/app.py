@@ -14,11 +14,6 @@ from datetime import timedelta
 from typing import TypedDict
 
 from fastapi import FastAPI
-from npsloop_shared.contracts import ACCOUNTS_TOPIC
-from npsloop_shared.db import SessionMaker, create_engine, create_sessionmaker
-from npsloop_shared.errors import install_problem_handlers
-from npsloop_shared.kafka.producer import KafkaProducer
-from npsloop_shared.kafka.topics import TopicSpec, compacted_topic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from npsloop_alerts.alerting.components import alerting_components, alerting_topics
@@ -31,6 +26,11 @@ from npsloop_alerts.kafka import KafkaConnection
 from npsloop_alerts.lifecycle import Component
 from npsloop_alerts.routing.endpoints import router as routing_router
 from npsloop_alerts.settings import AlertsSettings
+from npsloop_shared.contracts import ACCOUNTS_TOPIC
+from npsloop_shared.db import SessionMaker, create_engine, create_sessionmaker
+from npsloop_shared.errors import install_problem_handlers
+from npsloop_shared.kafka.producer import KafkaProducer
+from npsloop_shared.kafka.topics import TopicSpec, compacted_topic
 
 APPLICATION_NAME = "npsloop-alerts"
 

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from npsloop_shared.errors import ServiceUnavailable, Unauthorized
 
 from npsloop_alerts.settings import AlertsSettings
+from npsloop_shared.errors import ServiceUnavailable, Unauthorized
 
 admin_bearer = HTTPBearer(
     auto_error=False,

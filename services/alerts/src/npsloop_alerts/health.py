@@ -7,13 +7,13 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from npsloop_shared.db import ping
-from npsloop_shared.errors import PROBLEM_CONTENT_TYPE
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from npsloop_alerts.kafka import KafkaConnection
 from npsloop_alerts.lifecycle import Component
+from npsloop_shared.db import ping
+from npsloop_shared.errors import PROBLEM_CONTENT_TYPE
 
 CHECK_TIMEOUT_SECONDS = 2.0
 

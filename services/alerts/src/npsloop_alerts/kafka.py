@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka.errors import KafkaError
+
 from npsloop_shared.kafka.producer import KafkaProducer
 from npsloop_shared.kafka.topics import TopicCreationFailed, TopicSpec, ensure_topics
 

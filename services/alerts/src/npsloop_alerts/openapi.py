@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from npsloop_shared.errors import PROBLEM_CONTENT_TYPE
 from pydantic import BaseModel, Field
+
+from npsloop_shared.errors import PROBLEM_CONTENT_TYPE
 
 _DESCRIPTIONS = {
     400: "Bad request.",

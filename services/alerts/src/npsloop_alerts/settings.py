@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from npsloop_shared.settings import NpsloopSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
@@ -12,6 +11,7 @@ from npsloop_alerts.alerting.settings import AlertingSettings
 from npsloop_alerts.delivery.settings import DeliverySettings
 from npsloop_alerts.routing.engine import ChannelConfig
 from npsloop_alerts.routing.rules import Channel
+from npsloop_shared.settings import NpsloopSettings
 
 # Values that show up in examples and must never guard a real deployment.
 _PLACEHOLDER_SECRETS = frozenset({"changeme", "changethis", "secret", "admin", "token", "password"})

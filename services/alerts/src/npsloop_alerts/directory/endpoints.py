@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
+
 from npsloop_alerts.auth import AdminAuth
 from npsloop_alerts.directory.schemas import (
     AccountIn,

@@ -21,12 +21,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
 
-from npsloop_alerts.directory.repository import PersonRepository
-from npsloop_alerts.directory.schemas import AccountIn, PersonIn, valid_resource_id
-from npsloop_alerts.directory.service import DirectoryService
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tqdm import tqdm
+
+from npsloop_alerts.directory.repository import PersonRepository
+from npsloop_alerts.directory.schemas import AccountIn, PersonIn, valid_resource_id
+from npsloop_alerts.directory.service import DirectoryService
 
 ATTRIBUTE_PREFIX: Final = "attr."
 PEOPLE_COLUMNS: Final = (

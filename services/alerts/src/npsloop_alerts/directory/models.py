@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, time
 from typing import Any
 
-from npsloop_alerts.db import Base, TimestampedMixin
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -24,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+
+from npsloop_alerts.db import Base, TimestampedMixin
 
 ID_LENGTH = 128
 TEAM_ROW_ID = 1

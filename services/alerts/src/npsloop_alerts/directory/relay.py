@@ -15,14 +15,15 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import Counter, Gauge
+from sqlalchemy.exc import SQLAlchemyError
+
 from npsloop_alerts.directory.models import OutboxMessage
 from npsloop_alerts.directory.repository import OutboxRepository
 from npsloop_alerts.kafka import KafkaConnection
 from npsloop_alerts.lifecycle import BackgroundLoop
 from npsloop_shared.db import SessionMaker, session_scope
 from npsloop_shared.kafka.producer import BrokerUnavailable, OutgoingRecord
-from prometheus_client import Counter, Gauge
-from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from npsloop_alerts.directory.models import TEAM_ROW_ID, Account, OutboxMessage, Person, Team
 from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from npsloop_alerts.directory.models import TEAM_ROW_ID, Account, OutboxMessage, Person, Team
 
 # Only one relay publishes at a time, so records of one key leave in the order they were written.
 OUTBOX_RELAY_LOCK_KEY = 0x6E70_736C_6F6F_7001  # "npsloop" + 1

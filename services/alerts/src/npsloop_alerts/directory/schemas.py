@@ -7,8 +7,9 @@ from datetime import datetime, time
 from typing import Annotated, Final, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from npsloop_shared.contracts import Attributes
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from npsloop_shared.contracts import Attributes
 
 SUPPORTED_LOCALES: Final = ("en", "pt-BR", "zh-CN")
 _LOCALES_BY_FOLDED: Final = {

@@ -10,6 +10,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from npsloop_alerts.directory.models import Account, Person, Team
 from npsloop_alerts.directory.publisher import AccountPublisher
 from npsloop_alerts.directory.repository import (
@@ -21,8 +24,6 @@ from npsloop_alerts.directory.repository import (
 from npsloop_alerts.directory.schemas import AccountIn, PersonIn, TeamIn
 from npsloop_alerts.routing.repository import RuleRepository
 from npsloop_shared.errors import Conflict, NotFound, ValidationFailed
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 # Person fields that appear in `AccountUpserted`; changing one republishes the person's accounts.
 PUBLISHED_PERSON_FIELDS = ("name", "email", "locale", "timezone", "active")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
+
 from npsloop_alerts.auth import AdminAuth, Settings
 from npsloop_alerts.openapi import ADMIN_ERRORS, problem_responses
 from npsloop_alerts.pagination import Page, Paging, make_page

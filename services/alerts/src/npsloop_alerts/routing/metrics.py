@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from npsloop_alerts.routing.engine import RoutingDecision
 from prometheus_client import Counter
+
+from npsloop_alerts.routing.engine import RoutingDecision
 
 UNKNOWN_ACCOUNT = Counter(
     "npsloop_alerts_routing_unknown_account",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from npsloop_alerts.db import Base, TimestampedMixin
 from sqlalchemy import Boolean, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+
+from npsloop_alerts.db import Base, TimestampedMixin
 
 
 class RoutingRule(TimestampedMixin, Base):

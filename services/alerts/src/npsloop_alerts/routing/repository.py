@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from npsloop_alerts.routing.models import RoutingRule
-from npsloop_alerts.routing.rules import PERSON_PREFIX
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from npsloop_alerts.routing.models import RoutingRule
+from npsloop_alerts.routing.rules import PERSON_PREFIX
 
 
 class RuleRepository:

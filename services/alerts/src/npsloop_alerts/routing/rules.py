@@ -11,8 +11,9 @@ import unicodedata
 from enum import StrEnum
 from typing import Annotated, Final, Self, TypeVar
 
-from npsloop_shared.contracts import Bucket, ResponseKind
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from npsloop_shared.contracts import Bucket, ResponseKind
 
 MAX_KEYWORDS: Final = 50
 MAX_KEYWORD_CHARS: Final = 64

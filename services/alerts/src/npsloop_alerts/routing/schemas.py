@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
 from npsloop_alerts.routing.engine import RoutingDecision
 from npsloop_alerts.routing.rules import Channel, RecipientRole, RuleDefinition
 from npsloop_shared.contracts import ResponseKind
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 RULE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 RuleId = Annotated[str, Field(pattern=RULE_ID_PATTERN, description="Lowercase slug.")]

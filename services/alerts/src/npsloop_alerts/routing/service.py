@@ -9,6 +9,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from npsloop_alerts.directory.models import Account, Person, Team
 from npsloop_alerts.directory.repository import AccountRepository, PersonRepository, TeamRepository
 from npsloop_alerts.routing.engine import (
@@ -27,8 +30,6 @@ from npsloop_alerts.routing.repository import RuleRepository
 from npsloop_alerts.routing.rules import RuleDefinition
 from npsloop_alerts.routing.schemas import RuleCreate, RuleOut
 from npsloop_shared.errors import Conflict, NotFound, ValidationFailed
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 
 class RuleService:
