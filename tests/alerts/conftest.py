@@ -14,13 +14,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import pytest
+import uvicorn
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
@@ -142,3 +145,50 @@ async def client(
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     ) as http:
         yield http
+
+
+# --- running the real app (lifespan and all) -------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: AlertsSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app under uvicorn, lifespan and all, on a free port."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        ) as client:
+            await until(lambda: server.started, "uvicorn did not start")
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+
+
+async def until(condition: Callable[[], Any], message: str, within: float = 30) -> None:
+    """Poll `condition` (sync or async) until true; fail with `message` after `within` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await _evaluate(condition):
+        assert asyncio.get_running_loop().time() < deadline, message
+        await asyncio.sleep(0.05)
+
+
+async def _evaluate(condition: Callable[[], Any]) -> bool:
+    result = condition()
+    if asyncio.iscoroutine(result):
+        result = await result
+    return bool(result)

@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import select, text
 
 from deploy.local.infra import KafkaBrokerFactory
-from npsloop_alerts.app import create_app
 from npsloop_alerts.directory.models import OutboxMessage
 from npsloop_alerts.directory.relay import OutboxRelay
 from npsloop_alerts.directory.repository import OUTBOX_RELAY_LOCK_KEY, OutboxRepository
@@ -33,7 +29,7 @@ from npsloop_shared.contracts import ACCOUNTS_TOPIC, AccountUpserted
 from npsloop_shared.db import SessionMaker, create_engine, create_sessionmaker, session_scope
 from npsloop_shared.kafka.producer import KafkaProducer
 from npsloop_shared.kafka.topics import compacted_topic, ensure_topics
-from tests.alerts.conftest import ADMIN_TOKEN, CreateDatabase
+from tests.alerts.conftest import ADMIN_TOKEN, CreateDatabase, running_app, until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -56,50 +52,6 @@ async def sessionmaker(publishing_database_url: str) -> AsyncIterator[SessionMak
     engine = create_engine(publishing_database_url, application_name="test", pool_size=2)
     yield create_sessionmaker(engine)
     await engine.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def running_app(settings: AlertsSettings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app under uvicorn, lifespan and all, on a free port."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=10,
-        ) as client:
-            await until(lambda: server.started, "uvicorn did not start")
-            yield client
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 30)
-
-
-async def until(condition: Callable[[], Any], message: str, within: float = 30) -> None:
-    """Poll `condition` (sync or async) until true; fail with `message` after `within` s."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await _evaluate(condition):
-        assert asyncio.get_running_loop().time() < deadline, message
-        await asyncio.sleep(0.05)
-
-
-async def _evaluate(condition: Callable[[], Any]) -> bool:
-    result = condition()
-    if asyncio.iscoroutine(result):
-        result = await result
-    return bool(result)
 
 
 @contextlib.asynccontextmanager
