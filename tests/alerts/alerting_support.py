@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from pathlib import Path
 from typing import Any
 
+import httpx
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from npsloop_alerts.alerting.repository import AlertRepository
 from npsloop_shared.contracts import ResponseReceived, bucket_for
+from npsloop_shared.db import session_scope
+from tests.fakes.slack_api import DEFAULT_BOT_TOKEN
+from tests.fakes.telegram_api import DEFAULT_TOKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,9 +215,6 @@ class Pipeline:
     mail: MailSink
 
     async def respond(self, event: ResponseReceived) -> uuid.UUID:
-        from npsloop_alerts.alerting.repository import AlertRepository
-        from npsloop_shared.db import session_scope
-
         async with session_scope(self.sessionmaker) as session:
             result = await self.decider.decide(AlertRepository(session), event.event_id, event)
         for loop in self.loops:
@@ -255,3 +264,245 @@ class Pipeline:
             within=within,
         )
         return (await self.deliveries(alert_id))[channel]
+
+
+def free_port() -> int:
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ServiceProcess:
+    """A console script (`npsloop-ingest`, `npsloop-alerts serve`) run as a real subprocess.
+
+    Output goes to `log_path`; `wait_ready()` polls `/readyz`; `kill()` is SIGKILL (no cleanup,
+    no final commit), `stop()` is SIGTERM (graceful).
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int, log_path: Any) -> None:
+        self.args = args
+        self.env = env
+        self.port = port
+        self.log_path = log_path
+        self.process: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+
+        log = Path(self.log_path).open("ab")  # noqa: SIM115 - handed to the child process
+        self.process = subprocess.Popen(
+            self.args, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        return self
+
+    def log_tail(self, lines: int = 60) -> str:
+
+        text_lines = Path(self.log_path).read_text(errors="replace").splitlines()
+        return "\n".join(text_lines[-lines:])
+
+    async def wait_ready(self, within: float = 90) -> None:
+
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.args[0]} exited:\n{self.log_tail()}")
+                try:
+                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"{self.args[0]} not ready after {within}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    async def stop(self) -> None:
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.process.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+INGEST_TOKEN = "e2e-ingest-token-7c41b9d2aa"
+ADMIN_TOKEN = "e2e-admin-token-52f0c8e1b3d4"
+
+
+@dataclass
+class System:
+    """Kafka + PostgreSQL + `npsloop-ingest` + `npsloop-alerts serve` (real subprocesses) with the
+    local Slack, Telegram and SMTP receivers in the test process."""
+
+    kafka: str
+    database_url: str
+    topic: str
+    slack: Any
+    telegram: Any
+    mail: MailSink
+    workdir: Any
+    ingest: ServiceProcess | None = None
+    alerts: ServiceProcess | None = None
+    extra_alerts_env: dict[str, str] = field(default_factory=dict)
+
+    def alerts_env(self) -> dict[str, str]:
+        return {
+            "NPSLOOP_DATABASE_URL": self.database_url,
+            "NPSLOOP_KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+            "NPSLOOP_ADMIN_TOKEN": ADMIN_TOKEN,
+            "NPSLOOP_SMTP_URL": self.mail.url,
+            "NPSLOOP_SLACK_API_URL": self.slack.api_url,
+            "NPSLOOP_SLACK_BOT_TOKEN": DEFAULT_BOT_TOKEN,
+            "NPSLOOP_ALERTS_SLACK_BOT_MODE": "true",
+            "NPSLOOP_TELEGRAM_API_URL": self.telegram.api_url,
+            "NPSLOOP_TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
+            "NPSLOOP_ALERTS_RESPONSES_TOPIC": self.topic,
+            "NPSLOOP_ALERTS_EVENTS_TOPIC": f"{self.topic}.alerts",
+            "NPSLOOP_ALERTS_CONSUMER_GROUP": f"{self.topic}.group",
+            "NPSLOOP_ALERTS_EMAIL_HOLD_SECONDS": "4",
+            "NPSLOOP_DELIVERY_BACKOFF_BASE_SECONDS": "0.3",
+            "NPSLOOP_DELIVERY_BACKOFF_FACTOR": "2",
+            "NPSLOOP_DELIVERY_BACKOFF_JITTER": "0.1",
+            "NPSLOOP_DELIVERY_MAX_ATTEMPTS": "5",
+            "NPSLOOP_DELIVERY_SEND_TIMEOUT_SECONDS": "1.5",
+            "NPSLOOP_DELIVERY_LEASE_SECONDS": "5",
+            "NPSLOOP_DELIVERY_RATE_WINDOW_SECONDS": "2",
+            "NPSLOOP_DELIVERY_POLL_INTERVAL_SECONDS": "0.3",
+            "NPSLOOP_ALERTS_PUBLIC_BASE_URL": "https://npsloop.test",
+            "NPSLOOP_LOG_FORMAT": "text",
+            "NPSLOOP_LOG_LEVEL": "WARNING",
+            **self.extra_alerts_env,
+        }
+
+    async def start_ingest(self) -> None:
+
+        port = free_port()
+        env = {
+            "NPSLOOP_KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+            "NPSLOOP_INGEST_SOURCES": json.dumps({"api": {"type": "api", "token": INGEST_TOKEN}}),
+            "NPSLOOP_INGEST_TOPIC": self.topic,
+            "NPSLOOP_LOG_FORMAT": "text",
+            "NPSLOOP_LOG_LEVEL": "WARNING",
+        }
+        script = str(Path(sys.executable).parent / "npsloop-ingest")
+        self.ingest = ServiceProcess(
+            [script, "--port", str(port)], env, port, Path(self.workdir) / "ingest.log"
+        ).start()
+        await self.ingest.wait_ready()
+
+    async def start_alerts(self) -> ServiceProcess:
+
+        port = free_port()
+        script = str(Path(sys.executable).parent / "npsloop-alerts")
+        self.alerts = ServiceProcess(
+            [script, "serve", "--port", str(port)],
+            self.alerts_env(),
+            port,
+            Path(self.workdir) / "alerts.log",
+        ).start()
+        await self.alerts.wait_ready()
+        return self.alerts
+
+    async def stop(self) -> None:
+        for process in (self.alerts, self.ingest):
+            if process is not None:
+                await process.stop()
+
+    async def post(self, **fields: Any) -> dict[str, Any]:
+        """POST one response to ingest; returns the 202 body."""
+
+        assert self.ingest is not None
+        body = {
+            "kind": "transactional",
+            "touchpoint": "checkout",
+            "submitted_at": datetime.now(UTC).isoformat(),
+            **fields,
+        }
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.post(
+                f"{self.ingest.url}/v1/responses",
+                json=body,
+                headers={"Authorization": f"Bearer {INGEST_TOKEN}"},
+            )
+        assert answer.status_code == 202, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    async def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+
+        assert self.alerts is not None
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.request(
+                method,
+                f"{self.alerts.url}{path}",
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                **kwargs,
+            )
+        assert answer.status_code < 400, answer.text
+        return answer.json()
+
+    async def owner(self, **contact: Any) -> tuple[str, str]:
+        """A fresh person owning a fresh account (through the admin API): (account, person)."""
+        suffix = uuid.uuid4().hex[:8]
+        person, account = f"p-{suffix}", f"acc-{suffix}"
+        await self.admin("PUT", f"/v1/people/{person}", json={"name": f"Owner {suffix}", **contact})
+        await self.admin(
+            "PUT", f"/v1/accounts/{account}", json={"name": f"Account {suffix}", "owner_id": person}
+        )
+        return account, person
+
+    async def alerts_of(self, account: str) -> list[dict[str, Any]]:
+        page = await self.admin("GET", "/v1/alerts", params={"account_id": account})
+        return list(page["items"])
+
+    async def alert_of(
+        self, account: str, response_id: str | None = None, within: float = 30
+    ) -> dict[str, Any]:
+        """The alert of `account` (for `response_id`), with its deliveries, once it exists."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            found = [
+                item
+                for item in await self.alerts_of(account)
+                if response_id is None or item["response_id"] == response_id
+            ]
+            if found:
+                assert len(found) == 1, found
+                return dict(await self.admin("GET", f"/v1/alerts/{found[0]['id']}"))
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"no alert for {account} after {within}s")
+
+    async def wait_delivery(
+        self,
+        account: str,
+        channel: str,
+        status: str,
+        *,
+        response_id: str | None = None,
+        within: float = 30,
+        **match: Any,
+    ) -> dict[str, Any]:
+        """Poll until the account's `channel` delivery has `status` (and the `match` fields)."""
+        deadline = time.monotonic() + within
+        found: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            alert = await self.alert_of(account, response_id)
+            found = [d for d in alert["deliveries"] if d["channel"] == channel]
+            if found and found[0]["status"] == status:
+                if all(found[0][key] == value for key, value in match.items()):
+                    return dict(found[0])
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{channel} delivery of {account} not {status}/{match}: {found}")
