@@ -10,8 +10,11 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from npsloop_shared.contracts import AlertEventKind, AlertLifecycleEvent
 from tests.alerts.alerting_support import MailSink, System
 from tests.alerts.conftest import CreateDatabase
 from tests.fakes.samples import CJK, HOSTILE_COMMENTS, SCRIPT
@@ -256,3 +259,61 @@ async def test_the_redrive_command_sends_a_dead_delivery(system: System) -> None
     assert re.search(rf"{dead['id']}\s+re-driven", output.decode())
     await system.wait_delivery(account, "slack", "sent")
     assert len(_slack_posts(system, "C0ARCHIVED")) == 1
+
+
+async def test_a_created_event_is_published_on_the_alerts_topic_keyed_by_account(
+    system: System,
+) -> None:
+    account, person = await system.owner(email="events@acme.example")
+    response_id = f"r-{uuid.uuid4().hex[:8]}"
+    await system.post(response_id=response_id, account_id=account, score=7, comment="Fine.")
+    alert = await system.alert_of(account)
+
+    consumer = AIOKafkaConsumer(
+        f"{system.topic}.alerts",
+        bootstrap_servers=system.kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        found = None
+        async with asyncio.timeout(30):
+            while found is None:
+                batch = await consumer.getmany(timeout_ms=500)
+                for record in (r for records in batch.values() for r in records):
+                    if record.key == account.encode():
+                        found = record
+    finally:
+        await consumer.stop()
+
+    event = AlertLifecycleEvent.model_validate_json(found.value)
+    headers = {key: value.decode() for key, value in found.headers}
+    assert headers["ce_type"] == "io.npsloop.alert.created.v1"
+    assert event.event is AlertEventKind.CREATED
+    assert str(event.alert_id) == alert["id"]
+    assert (event.response_id, event.owner_id, event.bucket.value) == (
+        response_id,
+        person,
+        "passive",
+    )
+
+
+async def test_metrics_show_deliveries_queue_and_consumer_lag(system: System) -> None:
+    account, _ = await system.owner(telegram_chat_id="1501")
+    await system.post(response_id=f"r-{uuid.uuid4().hex[:8]}", account_id=account, score=0)
+    await system.wait_delivery(account, "telegram", "sent")
+    assert system.alerts is not None
+
+    async with httpx.AsyncClient() as client:
+        await asyncio.sleep(5.5)  # the queue gauges refresh every 5 s
+        text = (await client.get(f"{system.alerts.url}/metrics")).text
+
+    assert re.search(
+        r'npsloop_alerts_deliveries_total\{channel="telegram",outcome="sent"\} [1-9]', text
+    )
+    assert 'npsloop_alerts_delivery_queue{state="pending"}' in text
+    assert "npsloop_alerts_delivery_oldest_due_seconds" in text
+    assert 'npsloop_alerts_responses_total{outcome="created"}' in text
+    assert f'npsloop_consumer_lag{{group="{system.topic}.group"' in text
