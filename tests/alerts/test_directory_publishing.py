@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from deploy.local.infra import KafkaBrokerFactory
 from npsloop_alerts.directory.models import OutboxMessage
@@ -261,3 +262,24 @@ async def _nothing_pending(sessionmaker: SessionMaker) -> bool:
 
 async def _drain(sessionmaker: SessionMaker) -> None:
     await until(lambda: _nothing_pending(sessionmaker), "earlier changes not published", 60)
+
+
+async def test_published_outbox_rows_are_purged_after_the_retention(
+    session: AsyncSession,
+) -> None:
+    now = datetime.now(UTC)
+    old, recent, pending = (
+        OutboxMessage(topic=ACCOUNTS_TOPIC, key=key, value=b"{}", headers=[], published_at=at)
+        for key, at in (("old", now - timedelta(days=8)), ("recent", now), ("pending", None))
+    )
+    session.add_all([old, recent, pending])
+    await session.flush()
+    outbox = OutboxRepository(session)
+
+    purged = await outbox.purge_published_before(now - timedelta(days=7))
+
+    assert purged == 1
+    remaining = await session.scalars(
+        select(OutboxMessage.key).where(OutboxMessage.key.in_(["old", "recent", "pending"]))
+    )
+    assert sorted(remaining) == ["pending", "recent"]

@@ -181,6 +181,10 @@ async def get_team(session: DbSession) -> TeamOut:
     "/team",
     tags=["team"],
     summary="Set the team fallback and wins destination",
+    description="`fallback_person_id` receives alerts for unknown accounts and for accounts "
+    "whose owner and backup owner are missing, inactive or unreachable on the channel a rule "
+    "asks for. `wins_person_id` (often a shared #wins Slack channel set up as a person) "
+    "receives what rules send to `team_wins`. Both must name existing people.",
     response_model=TeamOut,
     responses=problem_responses(*ADMIN_ERRORS, 422),
 )
