@@ -7,8 +7,9 @@ field updates the snapshot, anything else must not.
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
@@ -39,6 +40,7 @@ MAX_ATTRIBUTES: Final = 32
 MAX_ATTRIBUTE_VALUE_CHARS: Final = 256
 MAX_ATTRIBUTE_KEY_CHARS: Final = 64
 MAX_FUTURE_SKEW: Final = timedelta(hours=24)
+_MAX_FUTURE_SKEW_SECONDS: Final = MAX_FUTURE_SKEW.total_seconds()
 MAX_BATCH_RESPONSES: Final = 500
 
 
@@ -63,7 +65,8 @@ def bucket_for(score: int) -> Bucket:
 
 
 def _not_too_far_in_future(value: datetime) -> datetime:
-    if value - datetime.now(UTC) > MAX_FUTURE_SKEW:
+    # Compared as Unix seconds: aware-datetime arithmetic costs several times more per response.
+    if value.timestamp() - time.time() > _MAX_FUTURE_SKEW_SECONDS:
         raise PydanticCustomError(
             "submitted_at_in_future", "submitted_at is more than 24 hours in the future"
         )

@@ -101,11 +101,15 @@ def validation_problems(
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         location = (*prefix, *error["loc"])
+        detail = error["msg"]
+        if location and location[-1] == "[key]":
+            # pydantic's marker for "the key itself is invalid": point at the member, say so.
+            location, detail = location[:-1], f"key: {detail}"
         pointer = "/" + "/".join(
             str(part).replace("~", "~0").replace("/", "~1") for part in location
         )
         problems.append(
-            {"pointer": pointer if location else "/", "detail": error["msg"], "type": error["type"]}
+            {"pointer": pointer if location else "/", "detail": detail, "type": error["type"]}
         )
     return problems
 

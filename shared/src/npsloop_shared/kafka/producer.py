@@ -12,6 +12,8 @@ So each call bounds its wait with `ack_timeout`; on timeout, or any Kafka error,
 written later by those retries — harmless, because every event carries a deterministic id
 (`ce_id`) and consumers dedupe on it; the client is told to retry and will produce the same ids.
 
+Records of concurrent calls travel together: see `batching.py`.
+
 Errors that leave the producer unusable (`OutOfOrderSequenceNumber`, a fenced producer, a dead
 sender task) make the wrapper discard the aiokafka producer and create a fresh one (new producer
 id) before the next publish.
@@ -24,7 +26,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -39,16 +41,30 @@ from aiokafka.errors import (
 from pydantic import BaseModel
 
 from npsloop_shared.errors import ServiceUnavailable
+from npsloop_shared.kafka.batching import (
+    BatchAppender,
+    KafkaHeaders,
+    OutgoingRecord,
+    partition_for,
+)
 
 log = logging.getLogger(__name__)
 
-KafkaHeaders = list[tuple[str, bytes]]
+__all__ = [
+    "Acked",
+    "BrokerUnavailable",
+    "KafkaHeaders",
+    "KafkaProducer",
+    "OutgoingRecord",
+    "encode_key",
+    "encode_value",
+]
 
 DEFAULT_ACK_TIMEOUT: Final = 5.0
 DEFAULT_RETRY_AFTER_SECONDS: Final = 5
-# One in-flight produce request per broker means records gather while the previous one is out;
-# a short linger only helps a lone record find company, so keep it small for latency.
-DEFAULT_LINGER_MS: Final = 1
+# aiokafka keeps one produce request in flight per broker, so records gather anyway while the
+# previous request is out; lingering only makes a lone record wait for company.
+DEFAULT_LINGER_MS: Final = 0
 DEFAULT_MAX_BATCH_BYTES: Final = 256 * 1024
 
 # These leave aiokafka's producer unusable until it is recreated (a new producer id).
@@ -61,16 +77,6 @@ class BrokerUnavailable(ServiceUnavailable):
     def __init__(self, detail: str, *, retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS):
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
         self.retry_after_seconds = retry_after_seconds
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingRecord:
-    """A record to publish; `value` is bytes already (see `encode_value`)."""
-
-    topic: str
-    value: bytes | None
-    key: bytes | None = None
-    headers: KafkaHeaders = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,7 @@ class KafkaProducer:
         self._linger_ms = linger_ms
         self._max_batch_bytes = max_batch_bytes
         self._producer: Any = None  # AIOKafkaProducer once started
+        self._appender: BatchAppender | None = None  # belongs to `_producer`
         self._lifecycle = asyncio.Lock()
         self._recreating: asyncio.Task[None] | None = None
 
@@ -130,7 +137,7 @@ class KafkaProducer:
         """Connect and obtain a producer id; raises `BrokerUnavailable` if Kafka is not there."""
         async with self._lifecycle:
             if self._producer is None:
-                self._producer = await self._started_producer()
+                self._use(await self._started_producer())
 
     async def start_with_retry(self, max_delay: float = 5.0) -> None:
         """`start`, retried with capped exponential backoff until it works (or is cancelled)."""
@@ -157,9 +164,12 @@ class KafkaProducer:
                 await self._recreating
             self._recreating = None
         async with self._lifecycle:
-            producer, self._producer = self._producer, None
+            producer, appender = self._producer, self._appender
+            self._use(None)
             if producer is not None:
                 await _close(producer, flush_seconds)
+            if appender is not None:
+                appender.close()
 
     async def publish(
         self,
@@ -171,34 +181,48 @@ class KafkaProducer:
     ) -> Acked:
         """Publish one record and wait for its ack (see the module docstring for the promise)."""
         record = OutgoingRecord(topic, encode_value(value), encode_key(key), headers or [])
-        return (await self.publish_many((record,)))[0]
+        return await self.publish_record(record)
+
+    async def publish_record(self, record: OutgoingRecord) -> Acked:
+        """Publish one encoded record and wait for its ack, at most `ack_timeout`."""
+        producer, appender = self._usable()
+        try:
+            batch, offset = await appender.append(record)
+            metadata = await batch.join(asyncio.get_running_loop())
+        except (TimeoutError, KafkaError) as exc:
+            raise self._unavailable(producer, exc) from exc
+        return Acked(metadata.topic, metadata.partition, metadata.offset + offset)
 
     async def publish_many(self, records: Sequence[OutgoingRecord]) -> list[Acked]:
-        """Enqueue every record, then wait until all are acknowledged, within `ack_timeout`.
+        """Publish records and wait until every one is acknowledged, at most `ack_timeout`.
 
         All or nothing from the caller's point of view: if any record is not acknowledged in
-        time, `BrokerUnavailable` is raised and none may be reported as accepted.
+        time, `BrokerUnavailable` is raised and none may be reported as accepted. The records
+        of one call keep their order within each partition.
         """
-        producer = self._usable_producer()
+        producer, appender = self._usable()
+        loop = asyncio.get_running_loop()
+        waiters: dict[int, asyncio.Future[Any]] = {}  # one per batch the records went into
+        placed: list[tuple[asyncio.Future[Any], int]] = []
         try:
-            async with asyncio.timeout(self._ack_timeout):
-                futures = [
-                    await producer.send(r.topic, r.value, key=r.key, headers=r.headers)
-                    for r in records
-                ]
-                metadata = await asyncio.gather(*futures)
-        except TimeoutError:
-            raise BrokerUnavailable(
-                f"Kafka did not acknowledge within {self._ack_timeout:g} s",
-                retry_after_seconds=self._retry_after,
-            ) from None
-        except KafkaError as exc:
-            self._note_failure(producer, exc)
-            raise BrokerUnavailable(
-                f"Kafka refused the records ({type(exc).__name__})",
-                retry_after_seconds=self._retry_after,
-            ) from exc
-        return [Acked(m.topic, m.partition, m.offset) for m in metadata]
+            for record in records:
+                batch, offset = await appender.append(record)
+                waiter = waiters.get(id(batch))
+                if waiter is None:
+                    waiter = waiters[id(batch)] = batch.join(loop)
+                placed.append((waiter, offset))
+            # Every waiter ends within the timeout (each batch has its own expiry), and waiting
+            # for all of them means no failure is left unretrieved.
+            await asyncio.wait(waiters.values())
+            for waiter in waiters.values():
+                if (error := waiter.exception()) is not None:
+                    raise error
+        except (TimeoutError, KafkaError) as exc:
+            raise self._unavailable(producer, exc) from exc
+        return [
+            Acked(base.topic, base.partition, base.offset + offset)
+            for base, offset in ((waiter.result(), offset) for waiter, offset in placed)
+        ]
 
     async def ping(self, within_seconds: float = 1.0) -> bool:
         """True when a metadata request returns at least one broker within `within_seconds`."""
@@ -212,11 +236,25 @@ class KafkaProducer:
             return False
         return bool(cluster.brokers())
 
-    def _usable_producer(self) -> Any:
-        producer = self._producer
-        if producer is None:
+    def _use(self, producer: Any) -> None:
+        # A batch belongs to one producer: a replacement starts with no open batches.
+        self._producer = producer
+        self._appender = (
+            None if producer is None else BatchAppender(producer, ack_timeout=self._ack_timeout)
+        )
+
+    def _usable(self) -> tuple[Any, BatchAppender]:
+        if self._appender is None:
             raise BrokerUnavailable("Kafka is not connected", retry_after_seconds=self._retry_after)
-        return producer
+        return self._producer, self._appender
+
+    def _unavailable(self, producer: Any, exc: TimeoutError | KafkaError) -> BrokerUnavailable:
+        if isinstance(exc, TimeoutError):
+            detail = f"Kafka did not acknowledge within {self._ack_timeout:g} s"
+        else:
+            self._note_failure(producer, exc)
+            detail = f"Kafka refused the records ({type(exc).__name__})"
+        return BrokerUnavailable(detail, retry_after_seconds=self._retry_after)
 
     def _note_failure(self, producer: Any, exc: KafkaError) -> None:
         if not (isinstance(exc, _FATAL_ERRORS) or _sender_died(producer)):
@@ -226,10 +264,14 @@ class KafkaProducer:
             self._recreating = asyncio.create_task(self._recreate(producer))
 
     async def _recreate(self, broken: Any) -> None:
+        appender = None
         async with self._lifecycle:
             if self._producer is broken:
-                self._producer = None
+                appender = self._appender
+                self._use(None)
         await _close(broken, flush_seconds=1.0)
+        if appender is not None:
+            appender.close()
         await self.start_with_retry()
         log.info("kafka producer recreated")
 
@@ -240,6 +282,8 @@ class KafkaProducer:
             enable_idempotence=True,  # implies acks="all"; never pass api_version
             linger_ms=self._linger_ms,
             max_batch_size=self._max_batch_bytes,
+            partitioner=partition_for,
+            # Also bounds how long aiokafka waits for metadata or for room in a full batch.
             request_timeout_ms=max(1000, math.ceil(self._ack_timeout * 1000)),
         )
         try:

@@ -1,0 +1,1 @@
+"""Who may post: sources, their tokens and signing secrets, replay protection."""

@@ -1,0 +1,1 @@
+"""Receiving NPS responses: parse, validate, produce, answer."""
