@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 
 import uvicorn
@@ -43,7 +41,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=1,
-        help="uvicorn worker processes (default: %(default)s; metrics are summed across them)",
+        help="uvicorn worker processes (default: %(default)s). Each keeps its own /metrics: "
+        "prefer one worker per container and more replicas",
     )
     parser.add_argument(
         "--access-log", action="store_true", help="log every request (off: it costs throughput)"
@@ -58,9 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         sys.stderr.write(f"npsloop-ingest: invalid configuration:\n{_describe(exc)}\n")
         return 2
-    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Each worker writes its metrics here and /metrics sums them (prometheus_client's mode).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="npsloop-ingest-metrics-")
     uvicorn.run(
         "npsloop_ingest.app:app_from_environment",
         factory=True,
@@ -71,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         http="httptools",
         log_config=None,  # our JSON logging, configured by the factory in each worker
         access_log=args.access_log,
+        # Nothing here uses the client address, and the `Server` header only advertises
+        # versions; both cost time on every request.
+        proxy_headers=False,
+        server_header=False,
         # In-flight requests wait at most the ack timeout; let them finish on shutdown.
         timeout_graceful_shutdown=int(settings.ingest_ack_timeout) + 5,
     )

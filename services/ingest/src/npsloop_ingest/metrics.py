@@ -1,28 +1,43 @@
-"""Prometheus metrics of one ingest app, in a registry of its own.
+"""Prometheus metrics of one ingest app: requests by status, accepted, rejected by reason, and
+produce latency.
 
-Label values come from small closed sets (HTTP statuses, rejection reasons, configured source
-ids), so cardinality stays bounded whatever clients send. With several uvicorn workers, set
-`PROMETHEUS_MULTIPROC_DIR` (`npsloop-ingest --workers N` does) and `/metrics` sums the workers.
+The hot path counts in plain integers — a prometheus_client `inc()` takes a lock, and several
+per request cost more than the rest of the bookkeeping — and a collector turns the numbers into
+metric families when `/metrics` is scraped. Label values come from closed sets (HTTP statuses,
+rejection reasons, configured source ids), so cardinality stays bounded whatever clients send.
+The numbers belong to one process: run one worker per container and scale with replicas, or
+scrape each worker.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Iterator
+from typing import Final
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# Produce latency is the broker round trip plus batching: sub-millisecond to seconds.
+LATENCY_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
-# Produce latency is dominated by the broker round trip and batching: sub-millisecond to seconds.
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
-REJECTION_REASONS = (
+REJECTION_REASONS: Final = (
     "missing_credentials",
     "bad_credentials",
     "stale_signature",
@@ -35,57 +50,78 @@ REJECTION_REASONS = (
     "disconnected",
     "other",
 )
-METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 
 class IngestMetrics:
     def __init__(self, source_ids: Iterable[str]) -> None:
+        self.requests_by_status: dict[int, int] = {}
+        self.accepted_by_source = dict.fromkeys(source_ids, 0)
+        self.rejected_by_reason = dict.fromkeys(REJECTION_REASONS, 0)
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "npsloop_ingest_requests",
-            "POST /v1/responses requests, by HTTP status of the answer.",
-            ["status"],
-            registry=self.registry,
-        )
-        self.accepted = Counter(
-            "npsloop_ingest_accepted_responses",
-            "Responses acknowledged by Kafka and answered 202, by source.",
-            ["source"],
-            registry=self.registry,
-        )
-        self.rejected = Counter(
-            "npsloop_ingest_rejected_requests",
-            "Requests answered with an error, by reason.",
-            ["reason"],
-            registry=self.registry,
-        )
-        self.produce_seconds = Histogram(
-            "npsloop_ingest_produce_seconds",
-            "Time from handing a request's events to the producer until Kafka acknowledged all.",
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        # Children bound once: `labels()` per request would cost a lock and a dict lookup.
-        self._accepted_by_source = {s: self.accepted.labels(source=s) for s in source_ids}
-        self._rejected_by_reason = {r: self.rejected.labels(reason=r) for r in REJECTION_REASONS}
-        self._requests_by_status: dict[int, Counter] = {}
+        self.registry.register(_IngestCollector(self))
 
     def request_answered(self, status: int) -> None:
-        child = self._requests_by_status.get(status)
-        if child is None:
-            child = self._requests_by_status[status] = self.requests.labels(status=str(status))
-        child.inc()
+        self.requests_by_status[status] = self.requests_by_status.get(status, 0) + 1
 
     def responses_accepted(self, source_id: str, count: int) -> None:
-        self._accepted_by_source[source_id].inc(count)
+        self.accepted_by_source[source_id] += count
 
     def request_rejected(self, reason: str) -> None:
-        self._rejected_by_reason[reason].inc()
+        self.rejected_by_reason[reason] += 1
+
+    def produce_observed(self, seconds: float) -> None:
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
     def exposition(self) -> bytes:
-        """The text format for `/metrics`; sums all workers' files in multiprocess mode."""
-        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-            merged = CollectorRegistry()
-            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-            return generate_latest(merged)
+        """The Prometheus text format for `/metrics`."""
         return generate_latest(self.registry)
+
+
+class _IngestCollector(Collector):
+    def __init__(self, metrics: IngestMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        requests = CounterMetricFamily(
+            "npsloop_ingest_requests",
+            "POST /v1/responses requests, by HTTP status of the answer.",
+            labels=["status"],
+        )
+        for status, count in sorted(m.requests_by_status.items()):
+            requests.add_metric([str(status)], count)
+        yield requests
+        accepted = CounterMetricFamily(
+            "npsloop_ingest_accepted_responses",
+            "Responses acknowledged by Kafka and answered 202, by source.",
+            labels=["source"],
+        )
+        for source_id, count in m.accepted_by_source.items():
+            accepted.add_metric([source_id], count)
+        yield accepted
+        rejected = CounterMetricFamily(
+            "npsloop_ingest_rejected_requests",
+            "Requests answered with an error, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in m.rejected_by_reason.items():
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield self._latency()
+
+    def _latency(self) -> HistogramMetricFamily:
+        m = self._metrics
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), m.latency_counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        return HistogramMetricFamily(
+            "npsloop_ingest_produce_seconds",
+            "Time from handing a request's events to the producer until Kafka acknowledged all.",
+            buckets=buckets,
+            sum_value=m.latency_sum,
+        )

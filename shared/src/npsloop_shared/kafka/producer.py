@@ -26,8 +26,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -79,8 +78,7 @@ class BrokerUnavailable(ServiceUnavailable):
         self.retry_after_seconds = retry_after_seconds
 
 
-@dataclass(frozen=True, slots=True)
-class Acked:
+class Acked(NamedTuple):
     """Where the broker stored an acknowledged record."""
 
     topic: str
@@ -205,8 +203,7 @@ class KafkaProducer:
         waiters: dict[int, asyncio.Future[Any]] = {}  # one per batch the records went into
         placed: list[tuple[asyncio.Future[Any], int]] = []
         try:
-            for record in records:
-                batch, offset = await appender.append(record)
+            for batch, offset in await appender.append_many(records):
                 waiter = waiters.get(id(batch))
                 if waiter is None:
                     waiter = waiters[id(batch)] = batch.join(loop)
@@ -240,7 +237,9 @@ class KafkaProducer:
         # A batch belongs to one producer: a replacement starts with no open batches.
         self._producer = producer
         self._appender = (
-            None if producer is None else BatchAppender(producer, ack_timeout=self._ack_timeout)
+            None
+            if producer is None
+            else BatchAppender(producer, ack_timeout=self._ack_timeout, linger_ms=self._linger_ms)
         )
 
     def _usable(self) -> tuple[Any, BatchAppender]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -114,20 +114,27 @@ class ResponseIntake:
         metrics: IngestMetrics,
         topic: str,
         max_body_bytes: int,
+        source_ids: Iterable[str],
     ) -> None:
         self._producer = producer
         self._authenticator = authenticator
         self._metrics = metrics
         self._topic = topic
         self._max_body = max_body_bytes
+        self._source_headers = {
+            source_id: ("ce_source", f"npsloop/ingest/{source_id}".encode())
+            for source_id in source_ids
+        }
 
     async def handle(self, raw_headers: RawHeaders, receive: Receive) -> Reply:
         """Answer one `POST /v1/responses`; never raises for anything the client sent."""
         source_id = None
         try:
-            auth = await self._authenticate_and_read(PostHeaders.from_raw(raw_headers), receive)
-            source_id = auth[0].source_id
-            reply = await self._accept(*auth)
+            auth, body = await self._authenticate_and_read(
+                PostHeaders.from_raw(raw_headers), receive
+            )
+            source_id = auth.source_id
+            reply = await self._accept(auth, body)
         except NpsloopError as error:
             reply = self._rejected(error, source_id)
         self._metrics.request_answered(reply.status)
@@ -149,27 +156,30 @@ class ResponseIntake:
 
     async def _accept(self, auth: Authenticated, body: bytes) -> Reply:
         responses = parse_responses(body)
-        records, ids = self._records(auth.source_id, responses)
+        records, ids = self._events(auth.source_id, responses)
         started = time.perf_counter()
         if len(records) == 1:
             await self._producer.publish_record(records[0])
         else:
             await self._producer.publish_many(records)
-        self._metrics.produce_seconds.observe(time.perf_counter() - started)
+        self._metrics.produce_observed(time.perf_counter() - started)
         self._authenticator.accepted(auth)
         self._metrics.responses_accepted(auth.source_id, len(ids))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("responses accepted", extra={"source": auth.source_id, "count": len(ids)})
         return _accepted_reply(ids)
 
-    def _records(
+    def _events(
         self, source_id: str, responses: Sequence[ResponseIn]
     ) -> tuple[list[OutgoingRecord], list[str]]:
+        """One event per response: CloudEvents binary-mode headers, the `ResponseReceived`
+        JSON as value, keyed by account. `ce_id` is deterministic (source, response_id,
+        revision), so a retried response gets the same id and consumers keep it once."""
         received_at = datetime.now(UTC)
-        time_header = ("ce_time", received_at.isoformat().encode())
-        source_header = ("ce_source", f"npsloop/ingest/{source_id}".encode())
+        # orjson writes the same RFC 3339 text as isoformat(), several times faster.
+        time_header = ("ce_time", orjson.dumps(received_at)[1:-1])
+        source_header = self._source_headers[source_id]
+        topic = self._topic
         records, ids = [], []
-        for item in responses:
+        for item in responses:  # kept flat: a batch runs this 500 times
             event_id = response_event_id_text(source_id, item.response_id, item.revision)
             headers = [
                 _SPEC_HEADER,
@@ -180,7 +190,7 @@ class ResponseIntake:
                 _CONTENT_TYPE_HEADER,
             ]
             value = encode_response_received(item, source=source_id, received_at=received_at)
-            records.append(OutgoingRecord(self._topic, value, item.account_id.encode(), headers))
+            records.append(OutgoingRecord(topic, value, item.account_id.encode(), headers))
             ids.append(event_id)
         return records, ids
 
@@ -192,8 +202,16 @@ class ResponseIntake:
 
     async def _read_body(self, receive: Receive) -> bytes:
         """The whole body, counting streamed bytes too (a chunked body declares no length)."""
-        chunks: list[bytes] = []
-        size = 0
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnected
+        body: bytes = message.get("body", b"")
+        if len(body) > self._max_body:
+            raise BodyTooLarge(self._max_body)
+        if not message.get("more_body", False):
+            return body  # the usual case: one message carries the whole body
+        chunks = [body]
+        size = len(body)
         while True:
             message = await receive()
             if message["type"] != "http.request":
@@ -202,9 +220,9 @@ class ResponseIntake:
             size += len(chunk)
             if size > self._max_body:
                 raise BodyTooLarge(self._max_body)
-            if not message.get("more_body", False):
-                return chunk if not chunks else b"".join((*chunks, chunk))
             chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _rejected(self, error: NpsloopError, source_id: str | None) -> Reply:
         reason = rejection_reason(error)
