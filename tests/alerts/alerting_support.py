@@ -501,8 +501,8 @@ class System:
         while time.monotonic() < deadline:
             alert = await self.alert_of(account, response_id)
             found = [d for d in alert["deliveries"] if d["channel"] == channel]
-            if found and found[0]["status"] == status:
-                if all(found[0][key] == value for key, value in match.items()):
-                    return dict(found[0])
+            wanted = {"status": status, **match}
+            if found and all(found[0][key] == value for key, value in wanted.items()):
+                return dict(found[0])
             await asyncio.sleep(0.1)
         raise TimeoutError(f"{channel} delivery of {account} not {status}/{match}: {found}")

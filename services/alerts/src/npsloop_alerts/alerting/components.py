@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from npsloop_alerts.alerting.directory_view import DirectoryView
 from npsloop_alerts.alerting.handler import ResponseHandler
 from npsloop_alerts.alerting.metrics import alerting_metrics
@@ -27,21 +29,23 @@ from npsloop_shared.kafka.topics import TopicSpec, event_topic, with_dead_letter
 
 
 class ResponsesConsumer:
-    """Component around the shared consumer (group `npsloop-alerts`)."""
+    """Component around the shared consumers (members of group `npsloop-alerts`)."""
 
     name = "responses-consumer"
 
-    def __init__(self, consumer: KafkaEventConsumer) -> None:
-        self.consumer = consumer
+    def __init__(self, consumers: list[KafkaEventConsumer]) -> None:
+        self.consumers = consumers
 
     async def start(self) -> None:
-        await self.consumer.start()
+        for consumer in self.consumers:
+            await consumer.start()
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        for consumer in self.consumers:
+            await consumer.stop()
 
     def healthy(self) -> bool:
-        return self.consumer.running
+        return all(consumer.running for consumer in self.consumers)
 
 
 class ChannelClients:
@@ -59,7 +63,7 @@ class ChannelClients:
         await self.providers.aclose()
 
     def healthy(self) -> bool:
-        return not self.providers.http.is_closed
+        return not self.providers.closed
 
 
 def alerting_topics(settings: AlertsSettings) -> list[TopicSpec]:
@@ -71,7 +75,10 @@ def alerting_topics(settings: AlertsSettings) -> list[TopicSpec]:
 
 
 def alerting_components(
-    settings: AlertsSettings, sessionmaker: SessionMaker, kafka: KafkaConnection
+    settings: AlertsSettings,
+    engine: AsyncEngine,
+    sessionmaker: SessionMaker,
+    kafka: KafkaConnection,
 ) -> list[Component]:
     providers = ChannelProviders.from_settings(settings)
     loop = DeliveryLoop(
@@ -94,13 +101,17 @@ def alerting_components(
         ),
     )
     metrics = alerting_metrics()
-    consumer = KafkaEventConsumer(
-        topics=[settings.alerts_responses_topic],
-        group_id=settings.alerts_consumer_group,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        handler=ResponseHandler(sessionmaker, decider, metrics, on_decided=loop.wake),
-        client_id=f"{settings.kafka_client_id}-alerts",
-    )
+    handler = ResponseHandler(engine, decider, metrics, on_decided=loop.wake)
+    consumers = [
+        KafkaEventConsumer(
+            topics=[settings.alerts_responses_topic],
+            group_id=settings.alerts_consumer_group,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            handler=handler,
+            client_id=f"{settings.kafka_client_id}-alerts-{number}",
+        )
+        for number in range(settings.alerts_consumer_instances)
+    ]
     relay = AlertOutboxRelay(
         sessionmaker,
         kafka,
@@ -110,4 +121,4 @@ def alerting_components(
         processed_event_retention=timedelta(days=settings.alerts_processed_event_retention_days),
         metrics=metrics,
     )
-    return [ChannelClients(providers), loop, ResponsesConsumer(consumer), relay]
+    return [ChannelClients(providers), loop, ResponsesConsumer(consumers), relay]

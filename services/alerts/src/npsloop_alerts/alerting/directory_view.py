@@ -1,20 +1,21 @@
-"""Reads what the routing engine needs from the directory, inside the deciding transaction.
+"""Reads what the routing engine needs from the directory in one round trip.
 
-Two round trips: the account, the team and the enabled rules in one statement, then the people
-those can name. Parsed rules are memoised by `(id, version)` (a rule's version grows with every
-edit), so the hot path does not re-validate unchanged JSON on every message.
+One statement returns the account, the team, the enabled rules and every person those can
+name (owner, backup owner, manager, team fallback and wins, `person:<id>` recipients of rules).
+Parsed rules are memoised by `(id, version)` (a rule's version grows with every edit), so the
+hot path does not re-validate unchanged JSON on every message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import time
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import String
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from npsloop_alerts.routing.engine import (
     AccountRouting,
@@ -24,30 +25,37 @@ from npsloop_alerts.routing.engine import (
     Rule,
     TeamRouting,
 )
-from npsloop_alerts.routing.rules import RuleDefinition, recipient_person_id
+from npsloop_alerts.routing.rules import PERSON_PREFIX, RuleDefinition
 
-_ACCOUNT_TEAM_RULES = text(
-    """
+_DIRECTORY = text(
+    f"""
+    WITH acc AS (
+        SELECT id, name, segment, owner_id, backup_owner_id, manager_id
+        FROM accounts WHERE id = :account_id
+    ), tm AS (
+        SELECT fallback_person_id, wins_person_id FROM team ORDER BY id LIMIT 1
+    ), rules AS (
+        SELECT id, version, name, description, priority, enabled, stop_processing, match,
+               actions
+        FROM routing_rules WHERE enabled
+    ), wanted AS (
+        SELECT unnest(ARRAY[owner_id, backup_owner_id, manager_id]) AS id FROM acc
+        UNION SELECT unnest(ARRAY[fallback_person_id, wins_person_id]) FROM tm
+        UNION SELECT substr(recipient, {len(PERSON_PREFIX) + 1})
+        FROM rules, jsonb_array_elements(rules.actions) AS action,
+             jsonb_array_elements_text(action -> 'recipients') AS recipient
+        WHERE recipient LIKE '{PERSON_PREFIX}%'
+    )
     SELECT
-      (SELECT to_jsonb(a) FROM (
-          SELECT id, name, segment, owner_id, backup_owner_id, manager_id
-          FROM accounts WHERE id = :account_id) AS a) AS account,
-      (SELECT to_jsonb(t) FROM (
-          SELECT fallback_person_id, wins_person_id FROM team ORDER BY id LIMIT 1) AS t) AS team,
-      (SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]'::jsonb) FROM (
-          SELECT id, version, name, description, priority, enabled, stop_processing, match,
-                 actions
-          FROM routing_rules WHERE enabled) AS r) AS rules
-    """
-).columns(account=JSONB, team=JSONB, rules=JSONB)
-
-_PEOPLE = text(
-    """
-    SELECT id, name, email, slack_webhook_url, slack_channel, telegram_chat_id, webhook_url,
-           locale, timezone, quiet_hours_start, quiet_hours_end, active
-    FROM people WHERE id = ANY(:ids)
-    """
-).bindparams(bindparam("ids", type_=ARRAY(String)))
+        (SELECT to_jsonb(acc) FROM acc) AS account,
+        (SELECT to_jsonb(tm) FROM tm) AS team,
+        (SELECT coalesce(jsonb_agg(to_jsonb(rules)), '[]'::jsonb) FROM rules) AS rules,
+        (SELECT coalesce(jsonb_agg(to_jsonb(p)), '[]'::jsonb) FROM (
+            SELECT id, name, email, slack_webhook_url, slack_channel, telegram_chat_id,
+                   webhook_url, locale, timezone, quiet_hours_start, quiet_hours_end, active
+            FROM people WHERE id IN (SELECT id FROM wanted)) AS p) AS people
+    """  # noqa: S608 - constants only; every value is a bound parameter
+).columns(account=JSONB, team=JSONB, rules=JSONB, people=JSONB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,21 +92,24 @@ class DirectoryView:
         self._channels = channels
         self._rules: dict[tuple[str, int], Rule] = {}
 
-    async def snapshot(self, session: AsyncSession, account_id: str) -> DirectorySnapshot:
-        row = (await session.execute(_ACCOUNT_TEAM_RULES, {"account_id": account_id})).one()
+    async def snapshot(
+        self, db: AsyncSession | AsyncConnection, account_id: str
+    ) -> DirectorySnapshot:
+        row = (await db.execute(_DIRECTORY, {"account_id": account_id})).one()
         account_row: Mapping[str, Any] | None = row.account
         team_row: Mapping[str, Any] = row.team or {}
-        rules = [self._rule(rule_row) for rule_row in row.rules]
         account = _account_routing(account_row)
-        team = TeamRouting(
-            fallback_person_id=team_row.get("fallback_person_id"),
-            wins_person_id=team_row.get("wins_person_id"),
-        )
-        people = await self._people(session, _referenced_people(account, team, rules))
         return DirectorySnapshot(
             account=_account_facts(account_row),
             inputs=RoutingInputs(
-                account=account, people=people, rules=rules, team=team, channels=self._channels
+                account=account,
+                people={person["id"]: _person(person) for person in row.people},
+                rules=[self._rule(rule_row) for rule_row in row.rules],
+                team=TeamRouting(
+                    fallback_person_id=team_row.get("fallback_person_id"),
+                    wins_person_id=team_row.get("wins_person_id"),
+                ),
+                channels=self._channels,
             ),
         )
 
@@ -123,14 +134,14 @@ class DirectoryView:
             cached = self._rules[key] = Rule(id=key[0], definition=definition)
         return cached
 
-    async def _people(
-        self, session: AsyncSession, person_ids: Iterable[str]
-    ) -> dict[str, PersonContact]:
-        ids = sorted(set(person_ids))
-        if not ids:
-            return {}
-        rows = (await session.execute(_PEOPLE, {"ids": ids})).mappings()
-        return {row["id"]: PersonContact(**row) for row in rows}
+
+def _person(row: Mapping[str, Any]) -> PersonContact:
+    """A person from its JSON row (times arrive as `HH:MM:SS` text)."""
+    fields = dict(row)
+    for name in ("quiet_hours_start", "quiet_hours_end"):
+        if fields[name] is not None:
+            fields[name] = time.fromisoformat(fields[name])
+    return PersonContact(**fields)
 
 
 def _account_routing(row: Mapping[str, Any] | None) -> AccountRouting | None:
@@ -149,15 +160,3 @@ def _account_facts(row: Mapping[str, Any] | None) -> AccountFacts | None:
     if row is None:
         return None
     return AccountFacts(id=row["id"], name=row["name"], segment=row["segment"])
-
-
-def _referenced_people(
-    account: AccountRouting | None, team: TeamRouting, rules: Iterable[Rule]
-) -> set[str]:
-    ids = {team.fallback_person_id, team.wins_person_id}
-    if account is not None:
-        ids |= {account.owner_id, account.backup_owner_id, account.manager_id}
-    for rule in rules:
-        for action in rule.definition.actions:
-            ids |= {recipient_person_id(recipient) for recipient in action.recipients}
-    return {person_id for person_id in ids if person_id}

@@ -1,7 +1,8 @@
 """The Kafka record handler of group `npsloop-alerts` on `npsloop.responses.v1`.
 
 Per record: decode (a record that breaks the contract raises `PermanentMessageError` and goes to
-the DLQ), then one database transaction for the whole decision, committed before this returns.
+the DLQ), read the directory, then one atomic statement for the whole decision (an autocommit
+connection: the statement is its own transaction), committed before this returns.
 The consumer wrapper commits the offset only after that, so a crash in between redelivers the
 record and the `ce_id` dedupe makes the second pass a no-op.
 """
@@ -13,12 +14,12 @@ import uuid
 from collections.abc import Callable
 
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from npsloop_alerts.alerting.metrics import AlertingMetrics
 from npsloop_alerts.alerting.repository import AlertRepository
 from npsloop_alerts.alerting.service import AlertDecider, DecideOutcome, DecideResult
 from npsloop_shared.contracts import RESPONSE_RECEIVED_TYPE, ResponseReceived
-from npsloop_shared.db import SessionMaker, session_scope
 from npsloop_shared.kafka.consumer import ConsumedRecord, PermanentMessageError
 from npsloop_shared.kafka.dlq import describe_error
 
@@ -51,13 +52,14 @@ def decode_response(record: ConsumedRecord) -> tuple[uuid.UUID, ResponseReceived
 class ResponseHandler:
     def __init__(
         self,
-        sessionmaker: SessionMaker,
+        engine: AsyncEngine,
         decider: AlertDecider,
         metrics: AlertingMetrics,
         *,
         on_decided: Callable[[], None] | None = None,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        # No BEGIN/COMMIT round trips: the deciding write is a single statement.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._decider = decider
         self._metrics = metrics
         # Wakes this process's delivery loop without waiting for the NOTIFY round trip.
@@ -65,8 +67,8 @@ class ResponseHandler:
 
     async def __call__(self, record: ConsumedRecord) -> None:
         event_id, event = decode_response(record)
-        async with session_scope(self._sessionmaker) as session:
-            result = await self._decider.decide(AlertRepository(session), event_id, event)
+        async with self._engine.connect() as connection:
+            result = await self._decider.decide(AlertRepository(connection), event_id, event)
         self._count(result)
         if self._on_decided is not None and result.outcome in _CHANGES_DELIVERIES:
             self._on_decided()

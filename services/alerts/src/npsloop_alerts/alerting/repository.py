@@ -1,7 +1,15 @@
-"""Alert queries of the deciding transaction. Nothing here commits.
+"""The deciding write: one SQL statement, hence one atomic transaction, per response revision.
 
-Each write is one statement (arrays through `unnest`, constant SQL shape, so the prepared
-statement is reused) because the decide handler runs once per Kafka record, serially.
+    fresh     dedupe: insert the ce_id into `alert_processed_events`, or nothing if seen
+    upserted  the alert: insert, or update when this revision is newer (only if fresh)
+    inserted  a new alert's deliveries (unique per alert, recipient, channel, purpose)
+    event     a new alert's `created` event in the outbox
+    revised   an updated alert's deliveries pointed at the new revision
+
+Routing runs before the statement (it needs only the directory), so its deliveries are passed
+in and used only when the alert turns out to be new. One statement means one round trip and no
+BEGIN/COMMIT of its own: PostgreSQL runs a single statement atomically, so either every part is
+committed or none is. The INSERT trigger on `deliveries` wakes the delivery loops at commit.
 """
 
 from __future__ import annotations
@@ -14,12 +22,16 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.types import Boolean, DateTime, Integer, LargeBinary, String
 
 from npsloop_alerts.alerting.events import OutboxRecord
 
-_UPSERT_ALERT = text(
+# A newer revision re-points every delivery at it: pending ones render it anyway; sent chat
+# messages that can be edited go back to the queue as an edit; a held email is released once
+# the response is complete (has its comment). In-flight ones compare `content_revision` with
+# what they rendered when their result is recorded.
+_DECIDE = text(
     """
     WITH fresh AS (
         INSERT INTO alert_processed_events (event_id) VALUES (:event_id)
@@ -47,10 +59,54 @@ _UPSERT_ALERT = text(
             submitted_at = EXCLUDED.submitted_at,
             updated_at = now()
         WHERE alerts.revision < EXCLUDED.revision
-        RETURNING id, (xmax = 0) AS inserted
+        RETURNING id, (xmax = 0) AS created
+    ), inserted AS (
+        INSERT INTO deliveries (
+            id, alert_id, purpose, recipient_id, recipient_role, recipient_name, locale, timezone,
+            channel, destination, destination_key, status, attempts, not_before,
+            next_attempt_at, awaiting_comment, content_revision)
+        SELECT d.id, :id, 'alert', d.recipient_id, d.recipient_role, d.recipient_name,
+            d.locale, d.timezone, d.channel, d.destination, d.destination_key, 'pending', 0,
+            d.not_before, d.next_attempt_at, d.awaiting_comment, :revision
+        FROM unnest(:ids, :recipient_ids, :roles, :names, :locales, :timezones, :channels,
+                    :destinations, :destination_keys, :not_befores, :next_attempt_ats,
+                    :awaiting_comments)
+            AS d(id, recipient_id, recipient_role, recipient_name, locale, timezone, channel,
+                 destination, destination_key, not_before, next_attempt_at, awaiting_comment)
+        WHERE EXISTS (SELECT 1 FROM upserted WHERE created)
+        ON CONFLICT (alert_id, recipient_id, channel, purpose) DO NOTHING
+        RETURNING 1
+    ), event AS (
+        INSERT INTO alert_outbox (topic, key, value, headers)
+        SELECT :topic, :key, :value, :headers
+        WHERE EXISTS (SELECT 1 FROM upserted WHERE created)
+        RETURNING 1
+    ), revised AS (
+        UPDATE deliveries SET
+            content_revision = :revision,
+            status = CASE WHEN status = 'sent' AND editable THEN 'pending' ELSE status END,
+            attempts = CASE WHEN status = 'sent' AND editable THEN 0 ELSE attempts END,
+            next_attempt_at = CASE
+                WHEN status = 'sent' AND editable THEN greatest(now(), not_before)
+                WHEN status = 'pending' AND awaiting_comment AND :complete
+                    THEN greatest(now(), not_before)
+                ELSE next_attempt_at END,
+            awaiting_comment = awaiting_comment AND NOT :complete,
+            updated_at = now()
+        WHERE alert_id = :id AND purpose = 'alert' AND content_revision < :revision
+            AND EXISTS (SELECT 1 FROM upserted WHERE NOT created)
+        RETURNING status, next_attempt_at
+    ), due AS (
+        SELECT count(*) AS n FROM revised
+        WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()
     )
-    SELECT (SELECT count(*) FROM fresh) AS fresh, u.id, u.inserted
-    FROM (SELECT 1) AS one LEFT JOIN upserted AS u ON true
+    SELECT
+        (SELECT count(*) FROM fresh) AS fresh,
+        (SELECT created FROM upserted) AS created,
+        (SELECT count(*) FROM inserted) AS deliveries,
+        (SELECT n FROM due) AS due,
+        CASE WHEN (SELECT n FROM due) > 0 THEN pg_notify('npsloop_deliveries', '') END
+            AS notified
     """
 ).bindparams(
     bindparam("event_id", type_=UUID(as_uuid=True)),
@@ -62,36 +118,8 @@ _UPSERT_ALERT = text(
     bindparam("received_at", type_=DateTime(timezone=True)),
     bindparam("acknowledge_due_at", type_=DateTime(timezone=True)),
     bindparam("resolve_due_at", type_=DateTime(timezone=True)),
-)
-
-# Deliveries and the `created` event in one round trip. The INSERT trigger on `deliveries`
-# wakes the delivery loops (NOTIFY is sent at commit).
-_INSERT_DELIVERIES_AND_EVENT = text(
-    """
-    WITH inserted AS (
-        INSERT INTO deliveries (
-            id, alert_id, purpose, recipient_id, recipient_role, recipient_name, locale, timezone,
-            channel, destination, destination_key, status, attempts, not_before,
-            next_attempt_at, awaiting_comment, content_revision)
-        SELECT d.id, :alert_id, 'alert', d.recipient_id, d.recipient_role, d.recipient_name,
-            d.locale, d.timezone, d.channel, d.destination, d.destination_key, 'pending', 0,
-            d.not_before, d.next_attempt_at, d.awaiting_comment, :revision
-        FROM unnest(:ids, :recipient_ids, :roles, :names, :locales, :timezones, :channels,
-                    :destinations, :destination_keys, :not_befores, :next_attempt_ats,
-                    :awaiting_comments)
-            AS d(id, recipient_id, recipient_role, recipient_name, locale, timezone, channel,
-                 destination, destination_key, not_before, next_attempt_at, awaiting_comment)
-        ON CONFLICT (alert_id, recipient_id, channel, purpose) DO NOTHING
-        RETURNING 1
-    ), event AS (
-        INSERT INTO alert_outbox (topic, key, value, headers)
-        SELECT :topic, :key, :value, :headers WHERE :with_event
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM inserted) AS deliveries, (SELECT count(*) FROM event) AS events
-    """
-).bindparams(
-    bindparam("alert_id", type_=UUID(as_uuid=True)),
+    bindparam("revision", type_=Integer),
+    bindparam("complete", type_=Boolean),
     bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
     bindparam("recipient_ids", type_=ARRAY(String)),
     bindparam("roles", type_=ARRAY(String)),
@@ -104,50 +132,9 @@ _INSERT_DELIVERIES_AND_EVENT = text(
     bindparam("not_befores", type_=ARRAY(DateTime(timezone=True))),
     bindparam("next_attempt_ats", type_=ARRAY(DateTime(timezone=True))),
     bindparam("awaiting_comments", type_=ARRAY(Boolean)),
-    bindparam("revision", type_=Integer),
     bindparam("value", type_=LargeBinary),
     bindparam("headers", type_=JSONB),
-    bindparam("with_event", type_=Boolean),
 )
-
-# A newer revision: every delivery must now show it. Pending ones render it anyway; sent chat
-# messages that can be edited go back to the queue as an edit; a held email is released as soon
-# as the response is complete (has its comment). In-flight ones compare `content_revision` with
-# what they rendered when their result is recorded.
-_APPLY_REVISION = text(
-    """
-    WITH changed AS (
-        UPDATE deliveries SET
-            content_revision = :revision,
-            status = CASE WHEN status = 'sent' AND editable THEN 'pending' ELSE status END,
-            attempts = CASE WHEN status = 'sent' AND editable THEN 0 ELSE attempts END,
-            next_attempt_at = CASE
-                WHEN status = 'sent' AND editable THEN greatest(now(), not_before)
-                WHEN status = 'pending' AND awaiting_comment AND :complete
-                    THEN greatest(now(), not_before)
-                ELSE next_attempt_at END,
-            awaiting_comment = awaiting_comment AND NOT :complete,
-            updated_at = now()
-        WHERE alert_id = :alert_id AND purpose = 'alert' AND content_revision < :revision
-        RETURNING status, next_attempt_at
-    )
-    SELECT count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()) AS due,
-           CASE WHEN count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()) > 0
-                THEN pg_notify('npsloop_deliveries', '') END AS notified
-    FROM changed
-    """
-).bindparams(
-    bindparam("alert_id", type_=UUID(as_uuid=True)),
-    bindparam("revision", type_=Integer),
-    bindparam("complete", type_=Boolean),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class UpsertOutcome:
-    fresh_event: bool
-    alert_id: uuid.UUID | None
-    inserted: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,34 +153,36 @@ class NewDelivery:
     awaiting_comment: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Everything the deciding statement may write; which parts apply is decided in SQL."""
+
+    event_id: uuid.UUID
+    alert: dict[str, Any]
+    deliveries: Sequence[NewDelivery]
+    created_event: OutboxRecord
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    fresh_event: bool  # False: this ce_id was processed before, nothing written
+    created: bool | None  # True: new alert; False: newer revision; None: not newer, no change
+    deliveries_created: int
+    deliveries_due: int
+
+
 class AlertRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, db: AsyncSession | AsyncConnection) -> None:
+        self.db = db
 
-    async def record_event_and_upsert(
-        self, event_id: uuid.UUID, values: dict[str, Any]
-    ) -> UpsertOutcome:
-        """Dedupe on `event_id` and insert the alert, or update it when `revision` is newer.
-
-        `alert_id` is None when the event was seen before or its revision is not newer.
-        """
-        row = (await self.session.execute(_UPSERT_ALERT, {"event_id": event_id, **values})).one()
-        return UpsertOutcome(
-            fresh_event=bool(row.fresh), alert_id=row.id, inserted=bool(row.inserted)
-        )
-
-    async def add_deliveries_and_event(
-        self,
-        alert_id: uuid.UUID,
-        revision: int,
-        deliveries: Sequence[NewDelivery],
-        event: OutboxRecord | None,
-    ) -> int:
-        """Insert deliveries (a conflicting one is left alone) and the event; returns how many
-        deliveries were new."""
+    async def decide(self, decision: Decision) -> Written:
+        deliveries = decision.deliveries
+        event = decision.created_event
         params: dict[str, Any] = {
-            "alert_id": alert_id,
-            "revision": revision,
+            **decision.alert,
+            "event_id": decision.event_id,
+            "complete": decision.complete,
             "ids": [d.id for d in deliveries],
             "recipient_ids": [d.recipient_id for d in deliveries],
             "roles": [d.recipient_role for d in deliveries],
@@ -206,20 +195,15 @@ class AlertRepository:
             "not_befores": [d.not_before for d in deliveries],
             "next_attempt_ats": [d.next_attempt_at for d in deliveries],
             "awaiting_comments": [d.awaiting_comment for d in deliveries],
-            "with_event": event is not None,
-            "topic": event.topic if event else "",
-            "key": event.key if event else "",
-            "value": event.value if event else b"",
-            "headers": event.headers if event else [],
+            "topic": event.topic,
+            "key": event.key,
+            "value": event.value,
+            "headers": event.headers,
         }
-        row = (await self.session.execute(_INSERT_DELIVERIES_AND_EVENT, params)).one()
-        return int(row.deliveries)
-
-    async def apply_revision(self, alert_id: uuid.UUID, revision: int, *, complete: bool) -> int:
-        """Point every delivery of the alert at `revision`; returns how many are due now."""
-        row = (
-            await self.session.execute(
-                _APPLY_REVISION, {"alert_id": alert_id, "revision": revision, "complete": complete}
-            )
-        ).one()
-        return int(row.due)
+        row = (await self.db.execute(_DECIDE, params)).one()
+        return Written(
+            fresh_event=bool(row.fresh),
+            created=row.created,
+            deliveries_created=int(row.deliveries),
+            deliveries_due=int(row.due),
+        )

@@ -1,7 +1,8 @@
 """Consume and decide: one response revision in, one alert and its deliveries out.
 
-Everything happens in the caller's transaction (the Kafka handler commits it, then the consumer
-commits the offset):
+One read of the directory, routing (pure), then one atomic write (`AlertRepository.decide`); the
+Kafka handler returns after that write committed, and only then does the consumer commit the
+offset:
 
 * dedupe on the CloudEvents id (`alert_processed_events`, insert-or-nothing);
 * one alert per `(source, response_id)` — a newer revision updates score and comment, an older
@@ -28,7 +29,7 @@ from typing import Any, Final
 
 from npsloop_alerts.alerting.directory_view import DirectorySnapshot, DirectoryView
 from npsloop_alerts.alerting.events import OutboxRecord, lifecycle_record
-from npsloop_alerts.alerting.repository import AlertRepository, NewDelivery
+from npsloop_alerts.alerting.repository import AlertRepository, Decision, NewDelivery
 from npsloop_alerts.alerting.sla import SlaDeadlines, SlaPolicy
 from npsloop_alerts.delivery.pacing import destination_key
 from npsloop_alerts.routing.engine import ResponseFacts, RoutingDecision, Target, route
@@ -108,7 +109,7 @@ class AlertDecider:
         self, repository: AlertRepository, event_id: uuid.UUID, event: ResponseReceived
     ) -> DecideResult:
         now = self._clock()
-        snapshot = await self._directory.snapshot(repository.session, event.account_id)
+        snapshot = await self._directory.snapshot(repository.db, event.account_id)
         decision = route(ResponseFacts.from_event(event), snapshot.inputs, now=now)
         segment = _segment(snapshot, event)
         deadlines = self._config.sla_policy.deadlines(event.bucket, segment, event.received_at)
@@ -121,23 +122,25 @@ class AlertDecider:
             segment=segment,
             deadlines=deadlines,
         )
-        upsert = await repository.record_event_and_upsert(event_id, values)
-        if not upsert.fresh_event:
-            return DecideResult(DecideOutcome.DUPLICATE, alert_id)
-        if upsert.alert_id is None:
-            return DecideResult(DecideOutcome.STALE, alert_id)
-        if not upsert.inserted:
-            await repository.apply_revision(alert_id, event.revision, complete=is_complete(event))
-            return DecideResult(DecideOutcome.UPDATED, alert_id)
-        deliveries = [self._delivery(alert_id, t, snapshot, event) for t in decision.targets]
-        created = self._created_event(alert_id, event, values, now)
-        count = await repository.add_deliveries_and_event(
-            alert_id, event.revision, deliveries, created
+        written = await repository.decide(
+            Decision(
+                event_id=event_id,
+                alert=values,
+                deliveries=[self._delivery(alert_id, t, snapshot, event) for t in decision.targets],
+                created_event=self._created_event(alert_id, event, values, now),
+                complete=is_complete(event),
+            )
         )
+        if not written.fresh_event:
+            return DecideResult(DecideOutcome.DUPLICATE, alert_id)
+        if written.created is None:
+            return DecideResult(DecideOutcome.STALE, alert_id)
+        if not written.created:
+            return DecideResult(DecideOutcome.UPDATED, alert_id)
         return DecideResult(
             DecideOutcome.CREATED,
             alert_id,
-            deliveries_created=count,
+            deliveries_created=written.deliveries_created,
             account_known=decision.account_known,
             unresolved_recipients=len(decision.unresolved),
         )

@@ -13,6 +13,10 @@ from npsloop_shared.settings import NpsloopSettings
 
 class AlertingSettings(NpsloopSettings):
     alerts_consumer_group: str = "npsloop-alerts"
+    # Group members per process. Each handles its partitions one record at a time (order per
+    # account is kept), so several members overlap one record's database round trips with
+    # another's; more than the topic's partitions would sit idle.
+    alerts_consumer_instances: Annotated[int, Field(ge=1, le=64)] = 2
     alerts_responses_topic: str = RESPONSES_TOPIC
     alerts_events_topic: str = ALERTS_TOPIC
     # An email (and a Slack incoming-webhook post) for a response without a comment waits this

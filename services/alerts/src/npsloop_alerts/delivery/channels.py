@@ -1,11 +1,14 @@
 """The channel providers the delivery loop sends through, built once from settings.
 
-One shared `httpx.AsyncClient` (keep-alive pool, never following redirects) serves Slack,
-Telegram and outbound webhooks; email keeps its own SMTP session pool. `aclose()` releases both.
+Each HTTP vendor (Slack, Telegram, outbound webhooks) has its own `httpx.AsyncClient` (keep-alive
+pool, never following redirects) and a semaphore of the same size, so a burst to one vendor
+neither starves the others nor piles requests up inside the client; email keeps its own SMTP
+session pool. `aclose()` releases them all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from dataclasses import dataclass
 from typing import TextIO
@@ -32,7 +35,9 @@ class ChannelProviders:
     telegram: TelegramProvider
     webhook: WebhookProvider
     console: ConsoleProvider
-    http: httpx.AsyncClient
+    clients: tuple[httpx.AsyncClient, ...]
+    # Concurrent sends per channel (HTTP vendors: their connection count; email: its pool).
+    concurrency: dict[str, asyncio.Semaphore]
     identity: EmailIdentity
     webhook_secret: SecretStr | None
 
@@ -41,13 +46,9 @@ class ChannelProviders:
         cls, settings: DeliverySettings, *, console_stream: TextIO | None = None
     ) -> ChannelProviders:
         timeout = settings.delivery_send_timeout_seconds
-        http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=settings.delivery_http_max_connections,
-                max_keepalive_connections=settings.delivery_http_max_connections,
-            ),
-            follow_redirects=False,
+        connections = settings.delivery_http_connections_per_vendor
+        slack_http, telegram_http, webhook_http = (
+            _http_client(timeout, connections) for _ in range(3)
         )
         identity = EmailIdentity(
             from_address=settings.email_from_address, from_name=settings.email_from_name
@@ -59,18 +60,40 @@ class ChannelProviders:
                 pool_size=settings.smtp_pool_size,
             ),
             slack=SlackProvider(
-                http, api_url=settings.slack_api_url, bot_token=settings.slack_bot_token
+                slack_http, api_url=settings.slack_api_url, bot_token=settings.slack_bot_token
             ),
             telegram=TelegramProvider(
-                http, api_url=settings.telegram_api_url, bot_token=settings.telegram_bot_token
+                telegram_http,
+                api_url=settings.telegram_api_url,
+                bot_token=settings.telegram_bot_token,
             ),
-            webhook=WebhookProvider(http),
+            webhook=WebhookProvider(webhook_http),
             console=ConsoleProvider(console_stream or sys.stdout),
-            http=http,
+            clients=(slack_http, telegram_http, webhook_http),
+            concurrency={
+                "email": asyncio.Semaphore(settings.smtp_pool_size),
+                "slack": asyncio.Semaphore(connections),
+                "telegram": asyncio.Semaphore(connections),
+                "webhook": asyncio.Semaphore(connections),
+                "console": asyncio.Semaphore(1),
+            },
             identity=identity,
             webhook_secret=settings.webhook_signing_secret,
         )
 
+    @property
+    def closed(self) -> bool:
+        return any(client.is_closed for client in self.clients)
+
     async def aclose(self) -> None:
         await self.email.aclose()
-        await self.http.aclose()
+        for client in self.clients:
+            await client.aclose()
+
+
+def _http_client(timeout: float, connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        follow_redirects=False,
+    )

@@ -82,6 +82,11 @@ class Dispatcher:
         return await self._send(base, call)
 
     async def _send(self, base: SendOutcome, call: SendCall) -> SendOutcome:
+        # Waiting for a turn is not part of the attempt: neither its timeout nor its latency.
+        async with self._providers.concurrency[base.delivery.channel]:
+            return await self._send_now(base, call)
+
+    async def _send_now(self, base: SendOutcome, call: SendCall) -> SendOutcome:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):

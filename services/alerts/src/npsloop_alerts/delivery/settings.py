@@ -30,8 +30,10 @@ class DeliverySettings(NpsloopSettings):
     telegram_bot_token: SecretStr | None = None
     # `whsec_…` secret signing outbound webhooks (Standard Webhooks).
     webhook_signing_secret: SecretStr | None = None
-    # Connections per vendor host; sends beyond it wait for a free connection.
-    delivery_http_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 200
+    # Concurrent HTTP sends (and keep-alive connections) per vendor: Slack, Telegram, webhooks.
+    # More sends than this wait their turn outside the HTTP client, whose pool bookkeeping
+    # costs grow with the number of queued requests times connections.
+    delivery_http_connections_per_vendor: Annotated[int, Field(ge=1, le=1_000)] = 32
 
     # Retries: attempt n (1-based) failing transiently waits
     # min(max, base * factor**(n-1)) * (1 ± jitter), unless the vendor sent a retry hint.

@@ -1,0 +1,654 @@
+"""Alerts benchmark: accepted → received latency through the whole pipeline, then the delivery
+loop's throughput with rate limits lifted.
+
+Starts its own Kafka (deploy/local/kafka.sh) and PostgreSQL (deploy/local/postgres.sh) in a
+temporary folder, `npsloop-ingest` and `npsloop-alerts serve` as subprocesses, and in this process
+the local Slack and Telegram API servers (tests/fakes) and an aiosmtpd sink.
+
+1. **Latency.** Detractor responses (with their comment, so no email waits for one) are posted
+   through ingest at a steady rate, round-robin over `--accounts` accounts whose owners have an
+   email address, a Slack channel (bot mode) and a Telegram chat. Per-destination limits stay on
+   (Slack and Telegram 1 message/s per channel/chat, checked by the receivers, which answer 429
+   to anything faster); the Telegram bot-wide limit (30/s) is lifted, since 200 alerts/s is more
+   than one bot may send. Latency is from ingest's 202 to the receiver's arrival, for every
+   message; lost = expected messages that never arrived, duplicates = arrivals beyond one per
+   (alert, channel).
+2. **Throughput.** The alerts process is restarted with every rate limit lifted, `--deliveries`
+   pending deliveries are put in the queue at once, and the rate at which they arrive at the
+   receivers is measured (first to last arrival).
+
+    make bench-alerts                          # 200 responses/s for 60 s
+    .venv/bin/python bench/alerts.py --rate 100 --duration 20 --deliveries 3000
+
+Figures depend on the machine and what else runs on it; the run prints its parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+import uvloop
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deploy.local.infra import TEST_SERVER_ENV, KafkaBroker, PostgresServer  # noqa: E402
+from npsloop_alerts.alerting.service import alert_id_for  # noqa: E402
+from tests.fakes.slack_api import DEFAULT_BOT_TOKEN, FakeSlack  # noqa: E402
+from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+INGEST_TOKEN = "bench-ingest-token-0123456789"  # noqa: S105 - a local, throwaway stack
+ADMIN_TOKEN = "bench-admin-token-0123456789"  # noqa: S105 - a local, throwaway stack
+CHANNELS = ("email", "slack", "telegram")
+# Every message names its alert (reference line, full-text link); receivers key arrivals on it.
+ALERT_IN_TEXT = re.compile(rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+ALERT_IN_MESSAGE_ID = re.compile(
+    rb"Message-ID: <alert-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.",
+    re.IGNORECASE,
+)
+
+
+# --- receivers ----------------------------------------------------------------------------
+
+
+@dataclass
+class Arrivals:
+    """(alert id, channel) → arrival times (`time.perf_counter()`), for every message received."""
+
+    times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+    def add(self, alert_id: str, channel: str, at: float) -> None:
+        self.times.setdefault((alert_id, channel), []).append(at)
+
+    def clear(self) -> None:
+        self.times.clear()
+
+    @property
+    def total(self) -> int:
+        return sum(len(found) for found in self.times.values())
+
+
+class MailCounter:
+    """aiosmtpd handler: notes the alert id of each accepted message and when it arrived."""
+
+    def __init__(self, arrivals: Arrivals) -> None:
+        self.arrivals = arrivals
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        content = envelope.original_content or envelope.content
+        assert isinstance(content, bytes)
+        match = ALERT_IN_MESSAGE_ID.search(content)
+        if match:
+            self.arrivals.add(match[1].decode(), "email", time.perf_counter())
+        return "250 Message accepted for delivery"
+
+
+@dataclass
+class Receivers:
+    slack: FakeSlack
+    telegram: FakeTelegram
+    smtp: asyncio.Server
+    smtp_port: int
+    arrivals: Arrivals
+    _seen: dict[str, int] = field(default_factory=dict)
+
+    def collect(self) -> None:
+        """Fold the fakes' new accepted requests into `arrivals`."""
+        for name, server, endpoint in (
+            ("slack", self.slack, "chat.postMessage"),
+            ("telegram", self.telegram, "sendMessage"),
+        ):
+            requests = server.requests
+            for received in requests[self._seen.get(name, 0) :]:
+                if received.endpoint == endpoint and received.status == 200:
+                    match = ALERT_IN_TEXT.search(received.body)
+                    if match:
+                        self.arrivals.add(match[1].decode(), name, received.monotonic)
+            self._seen[name] = len(requests)
+
+    def refused(self) -> int:
+        return sum(1 for r in self.slack.requests + self.telegram.requests if r.status == 429)
+
+    def reset(self) -> None:
+        self.slack.reset()
+        self.telegram.reset()
+        self._seen.clear()
+        self.arrivals.clear()
+
+
+async def start_receivers() -> Receivers:
+    arrivals = Arrivals()
+    slack = await FakeSlack(min_interval=0.9).start()
+    telegram = await FakeTelegram(min_interval=0.9).start()
+    handler = MailCounter(arrivals)
+    smtp = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(handler, hostname="mx.bench"), "127.0.0.1", 0, backlog=1024
+    )
+    return Receivers(slack, telegram, smtp, smtp.sockets[0].getsockname()[1], arrivals)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def service(
+    command: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{url} exited:\n{await _tail(log)}")
+            try:
+                if (await client.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} not ready:\n{await _tail(log)}")
+
+
+async def _tail(log: Path) -> str:
+    text = await asyncio.to_thread(log.read_text, errors="replace")
+    return text[-3000:]
+
+
+def alerts_env(
+    args: argparse.Namespace, infra: Infra, receivers: Receivers, *, lifted: bool
+) -> dict[str, str]:
+    env = {
+        "NPSLOOP_DATABASE_URL": infra.database_url,
+        "NPSLOOP_KAFKA_BOOTSTRAP_SERVERS": infra.kafka,
+        "NPSLOOP_ADMIN_TOKEN": ADMIN_TOKEN,
+        "NPSLOOP_SMTP_URL": f"smtp://127.0.0.1:{receivers.smtp_port}",
+        "NPSLOOP_SMTP_POOL_SIZE": str(args.smtp_connections),
+        "NPSLOOP_SLACK_API_URL": receivers.slack.api_url,
+        "NPSLOOP_SLACK_BOT_TOKEN": DEFAULT_BOT_TOKEN,
+        "NPSLOOP_ALERTS_SLACK_BOT_MODE": "true",
+        "NPSLOOP_TELEGRAM_API_URL": receivers.telegram.api_url,
+        "NPSLOOP_TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
+        "NPSLOOP_ALERTS_ENABLED_CHANNELS": ",".join(CHANNELS),
+        "NPSLOOP_DELIVERY_TELEGRAM_BOT_INTERVAL_SECONDS": "0",
+        "NPSLOOP_LOG_LEVEL": "WARNING",
+        "NPSLOOP_LOG_FORMAT": "text",
+        "NPSLOOP_DATABASE_POOL_SIZE": "10",
+    }
+    if lifted:
+        env |= {
+            "NPSLOOP_DELIVERY_SLACK_INTERVAL_SECONDS": "0",
+            "NPSLOOP_DELIVERY_TELEGRAM_CHAT_INTERVAL_SECONDS": "0",
+            "NPSLOOP_DELIVERY_CLAIM_BATCH_SIZE": str(args.claim_batch),
+            "NPSLOOP_DELIVERY_MAX_IN_FLIGHT": str(args.max_in_flight),
+        }
+    return env
+
+
+@dataclass
+class Infra:
+    kafka: str
+    database_url: str
+    workdir: Path
+
+
+# --- directory ----------------------------------------------------------------------------
+
+
+def asyncpg_url(database_url: str) -> str:
+    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def seed_directory(database_url: str, accounts: int) -> None:
+    """`accounts` accounts, each owned by its own person with email, Slack channel, Telegram."""
+    connection = await asyncpg.connect(asyncpg_url(database_url))
+    try:
+        await connection.execute(
+            """
+            INSERT INTO people (id, name, email, slack_channel, telegram_chat_id, locale)
+            SELECT 'bench-p-' || n, 'Owner ' || n, 'owner' || n || '@bench.example',
+                   'C' || lpad(n::text, 8, '0'), (100000 + n)::text,
+                   (ARRAY['en', 'pt-BR', 'zh-CN'])[1 + n % 3]
+            FROM generate_series(0, $1 - 1) AS n ON CONFLICT DO NOTHING
+            """,
+            accounts,
+        )
+        await connection.execute(
+            """
+            INSERT INTO accounts (id, name, segment, owner_id)
+            SELECT 'bench-acc-' || n, 'Account ' || n, 'retail', 'bench-p-' || n
+            FROM generate_series(0, $1 - 1) AS n ON CONFLICT DO NOTHING
+            """,
+            accounts,
+        )
+    finally:
+        await connection.close()
+
+
+async def queue_deliveries(database_url: str, alerts: int, accounts: int) -> int:
+    """`alerts` alerts with a delivery per channel each, due in a day (released later)."""
+    connection = await asyncpg.connect(asyncpg_url(database_url))
+    try:
+        await connection.execute(
+            """
+            INSERT INTO alerts (id, source, response_id, revision, account_id, account_known,
+                account_name, segment, bucket, score, comment, kind, touchpoint, submitted_at,
+                received_at, owner_id, acknowledge_due_at, resolve_due_at)
+            SELECT gen_random_uuid(), 'bench', 'throughput-' || g, 0, a.id, true, a.name,
+                a.segment, 'detractor', 3, 'Throughput run ' || g, 'transactional', 'checkout',
+                now(), now(), a.owner_id, now() + interval '4 hours', now() + interval '2 days'
+            FROM generate_series(1, $1) AS g
+            JOIN accounts AS a ON a.id = 'bench-acc-' || (g % $2)
+            """,
+            alerts,
+            accounts,
+        )
+        inserted: str = await connection.execute(
+            """
+            INSERT INTO deliveries (id, alert_id, recipient_id, recipient_role, recipient_name,
+                locale, timezone, channel, destination, destination_key, not_before,
+                next_attempt_at, content_revision)
+            SELECT gen_random_uuid(), al.id, p.id, 'owner', p.name, p.locale, p.timezone, c.channel,
+                CASE c.channel WHEN 'email' THEN p.email WHEN 'slack' THEN p.slack_channel
+                    ELSE p.telegram_chat_id END,
+                c.channel || ':' || lower(CASE c.channel WHEN 'email' THEN p.email
+                    WHEN 'slack' THEN p.slack_channel ELSE p.telegram_chat_id END),
+                now(), now() + interval '1 day', 0
+            FROM alerts AS al
+            JOIN people AS p ON p.id = al.owner_id
+            CROSS JOIN (VALUES ('email'), ('slack'), ('telegram')) AS c(channel)
+            WHERE al.source = 'bench'
+            """
+        )
+        return int(inserted.rsplit(maxsplit=1)[-1])
+    finally:
+        await connection.close()
+
+
+async def release_deliveries(database_url: str) -> None:
+    connection = await asyncpg.connect(asyncpg_url(database_url))
+    try:
+        await connection.execute(
+            "UPDATE deliveries SET next_attempt_at = now() WHERE status = 'pending';"
+            " NOTIFY npsloop_deliveries"
+        )
+    finally:
+        await connection.close()
+
+
+# --- load ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Posted:
+    accepted: dict[str, float] = field(default_factory=dict)  # alert id → 202 time
+    refused: int = 0
+
+
+async def post_steadily(
+    ingest_url: str,
+    *,
+    rate: float,
+    duration: float,
+    accounts: int,
+    posted: Posted,
+    prefix: str,
+) -> None:
+    """Open loop: response n is sent at start + n/rate whether or not earlier ones finished."""
+    total = int(rate * duration)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=ingest_url, timeout=30, limits=limits) as client:
+        started = time.perf_counter()
+        tasks = []
+        for n in range(total):
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post_one(client, n, accounts, posted, prefix)))
+        await asyncio.gather(*tasks)
+
+
+async def post_one(
+    client: httpx.AsyncClient, n: int, accounts: int, posted: Posted, prefix: str
+) -> None:
+    response_id = f"{prefix}-{n}"
+    body = {
+        "response_id": response_id,
+        "kind": "transactional",
+        "touchpoint": "checkout",
+        "account_id": f"bench-acc-{n % accounts}",
+        "score": n % 7,
+        "comment": "The parcel arrived late and support never called back.",
+        "submitted_at": datetime.now(UTC).isoformat(),
+    }
+    answer = await client.post(
+        "/v1/responses", json=body, headers={"Authorization": f"Bearer {INGEST_TOKEN}"}
+    )
+    if answer.status_code == 202:
+        posted.accepted[str(alert_id_for("api", response_id))] = time.perf_counter()
+    else:
+        posted.refused += 1
+
+
+async def drain(receivers: Receivers, expected: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        receivers.collect()
+        if len(receivers.arrivals.times) >= expected:
+            await asyncio.sleep(1.0)  # let duplicates, if any, show up
+            receivers.collect()
+            return
+        await asyncio.sleep(0.25)
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+@dataclass
+class LatencyResult:
+    accepted: int
+    refused_by_ingest: int
+    expected: int
+    received: int
+    lost: int
+    duplicates: int
+    vendor_429s: int
+    by_channel: dict[str, list[float]]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def latency_result(posted: Posted, receivers: Receivers) -> LatencyResult:
+    receivers.collect()
+    by_channel: dict[str, list[float]] = {channel: [] for channel in CHANNELS}
+    duplicates = 0
+    for (alert_id, channel), times in receivers.arrivals.times.items():
+        duplicates += len(times) - 1
+        accepted = posted.accepted.get(alert_id)
+        if accepted is not None:
+            by_channel[channel].append((min(times) - accepted) * 1000)
+    expected = len(posted.accepted) * len(CHANNELS)
+    received = sum(len(values) for values in by_channel.values())
+    return LatencyResult(
+        accepted=len(posted.accepted),
+        refused_by_ingest=posted.refused,
+        expected=expected,
+        received=received,
+        lost=expected - received,
+        duplicates=duplicates,
+        vendor_429s=receivers.refused(),
+        by_channel=by_channel,
+    )
+
+
+def print_latency(result: LatencyResult, args: argparse.Namespace) -> None:
+    print(f"\nLatency: {args.rate:g} responses/s for {args.duration:g} s, {args.accounts} accounts")
+    print(f"  accepted by ingest      {result.accepted}  (refused: {result.refused_by_ingest})")
+    print(f"  messages expected       {result.expected}")
+    print(f"  received                {result.received}")
+    print(f"  lost                    {result.lost}")
+    print(f"  duplicates              {result.duplicates}")
+    print(f"  vendor 429 answers      {result.vendor_429s}")
+    everything = [value for values in result.by_channel.values() for value in values]
+    print("  accepted → received (ms)   p50      p95      p99      max")
+    for name, values in [*result.by_channel.items(), ("all", everything)]:
+        if values:
+            print(
+                f"    {name:<10}             {percentile(values, 0.5):7.1f}  "
+                f"{percentile(values, 0.95):7.1f}  {percentile(values, 0.99):7.1f}  "
+                f"{max(values):7.1f}"
+            )
+
+
+# --- phases -------------------------------------------------------------------------------
+
+
+async def latency_phase(
+    args: argparse.Namespace, infra: Infra, receivers: Receivers, ingest_url: str
+) -> LatencyResult:
+    env = alerts_env(args, infra, receivers, lifted=False)
+    port = free_port()
+    log = infra.workdir / "alerts-latency.log"
+    command = [str(VENV_BIN / "npsloop-alerts"), "serve", "--port", str(port)]
+    with service(command, env, log) as process:
+        await wait_ready(f"http://127.0.0.1:{port}", process, log)
+        warm = Posted()
+        warmup_rate = min(args.rate, 50.0)
+        await post_steadily(
+            ingest_url,
+            rate=warmup_rate,
+            duration=4,
+            accounts=args.accounts,
+            posted=warm,
+            prefix="warm",
+        )
+        await drain(receivers, len(warm.accepted) * len(CHANNELS), 60)
+        await asyncio.sleep(max(2.0, args.accounts / args.rate))  # destinations' pace settles
+        receivers.reset()
+        posted = Posted()
+        print(f"posting {int(args.rate * args.duration)} responses at {args.rate:g}/s …")
+        await post_steadily(
+            ingest_url,
+            rate=args.rate,
+            duration=args.duration,
+            accounts=args.accounts,
+            posted=posted,
+            prefix="lat",
+        )
+        await drain(receivers, len(posted.accepted) * len(CHANNELS), args.drain)
+        return latency_result(posted, receivers)
+
+
+@dataclass
+class ThroughputResult:
+    queued: int
+    received: int
+    duplicates: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.received / self.seconds if self.seconds > 0 else 0.0
+
+
+async def throughput_phase(
+    args: argparse.Namespace, infra: Infra, receivers: Receivers
+) -> ThroughputResult:
+    receivers.reset()
+    receivers.slack.rate_limit = None
+    receivers.telegram.rate_limit = None
+    alerts = max(1, args.deliveries // len(CHANNELS))
+    queued = await queue_deliveries(infra.database_url, alerts, args.accounts)
+    env = alerts_env(args, infra, receivers, lifted=True)
+    port = free_port()
+    log = infra.workdir / "alerts-throughput.log"
+    command = [str(VENV_BIN / "npsloop-alerts"), "serve", "--port", str(port)]
+    with service(command, env, log) as process:
+        await wait_ready(f"http://127.0.0.1:{port}", process, log)
+        print(f"releasing {queued} queued deliveries with rate limits lifted …")
+        released = time.perf_counter()
+        await release_deliveries(infra.database_url)
+        await drain(receivers, queued, args.drain)
+    arrivals = [t for times in receivers.arrivals.times.values() for t in times]
+    duplicates = sum(len(times) - 1 for times in receivers.arrivals.times.values())
+    seconds = (max(arrivals) - released) if arrivals else 0.0
+    return ThroughputResult(queued, len(receivers.arrivals.times), duplicates, seconds)
+
+
+def print_throughput(result: ThroughputResult) -> None:
+    print("\nThroughput (rate limits lifted)")
+    print(f"  queued deliveries       {result.queued}")
+    print(f"  received                {result.received}  (duplicates: {result.duplicates})")
+    print(f"  release → last arrival  {result.seconds:.2f} s")
+    print(f"  deliveries/s            {result.per_second:.0f}")
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def infrastructure(args: argparse.Namespace, workdir: Path) -> Iterator[Infra]:
+    kafka = KafkaBroker(workdir / "kafka", extra_env=TEST_SERVER_ENV)
+    postgres = PostgresServer(workdir / "postgres", extra_env=TEST_SERVER_ENV)
+    started: list[Any] = []
+    try:
+        bootstrap = args.kafka or kafka.start()
+        if not args.kafka:
+            started.append(kafka)
+        database_url = args.database_url or postgres.start()
+        if not args.database_url:
+            started.append(postgres)
+        yield Infra(bootstrap, database_url, workdir)
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+async def fresh_database(server_url: str) -> str:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(asyncpg_url(server_url))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", server_url, count=1)
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> None:
+    with infrastructure(args, workdir) as base:
+        infra = Infra(base.kafka, await fresh_database(base.database_url), workdir)
+        migrate = await asyncio.to_thread(
+            subprocess.run,
+            [str(VENV_BIN / "npsloop-alerts"), "migrate"],
+            env={**os.environ, "NPSLOOP_DATABASE_URL": infra.database_url},
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(f"migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
+        await seed_directory(infra.database_url, args.accounts)
+        receivers = await start_receivers()
+        ingest_port = free_port()
+        ingest_log = workdir / "ingest.log"
+        ingest_env = {
+            "NPSLOOP_KAFKA_BOOTSTRAP_SERVERS": infra.kafka,
+            "NPSLOOP_INGEST_SOURCES": f'{{"api": {{"type": "api", "token": "{INGEST_TOKEN}"}}}}',
+            "NPSLOOP_LOG_LEVEL": "WARNING",
+        }
+        ingest_command = [str(VENV_BIN / "npsloop-ingest"), "--port", str(ingest_port)]
+        try:
+            with service(ingest_command, ingest_env, ingest_log) as ingest:
+                ingest_url = f"http://127.0.0.1:{ingest_port}"
+                await wait_ready(ingest_url, ingest, ingest_log)
+                print(f"machine: {os.cpu_count()} CPUs; logs in {workdir}")
+                latency = None
+                if args.only in {None, "latency"}:
+                    latency = await latency_phase(args, infra, receivers, ingest_url)
+                    print_latency(latency, args)
+            throughput = None
+            if args.only in {None, "throughput"}:
+                throughput = await throughput_phase(args, infra, receivers)
+                print_throughput(throughput)
+            if latency and throughput:
+                print_targets(latency, throughput)
+        finally:
+            await receivers.slack.stop()
+            await receivers.telegram.stop()
+            receivers.smtp.close()
+
+
+def print_targets(latency: LatencyResult, throughput: ThroughputResult) -> None:
+    everything = [value for values in latency.by_channel.values() for value in values]
+    checks = [
+        ("p50 ≤ 100 ms", percentile(everything, 0.5) <= 100),
+        ("p99 ≤ 500 ms", percentile(everything, 0.99) <= 500),
+        ("0 lost", latency.lost == 0),
+        ("0 duplicates", latency.duplicates == 0 and throughput.duplicates == 0),
+        ("≥ 1,000 deliveries/s", throughput.per_second >= 1000),
+    ]
+    print("\nTargets: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in checks))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rate", type=float, default=200.0, help="responses per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady load")
+    parser.add_argument("--accounts", type=int, default=1000, help="accounts (and owners)")
+    parser.add_argument("--deliveries", type=int, default=9000, help="throughput phase size")
+    parser.add_argument("--claim-batch", type=int, default=200, help="throughput claim batch")
+    parser.add_argument("--max-in-flight", type=int, default=512, help="throughput in-flight")
+    parser.add_argument("--smtp-connections", type=int, default=16, help="SMTP pool size")
+    parser.add_argument("--drain", type=float, default=120.0, help="max seconds to wait at the end")
+    parser.add_argument("--kafka", help="use this broker instead of starting one")
+    parser.add_argument("--database-url", help="use this PostgreSQL server instead of starting one")
+    parser.add_argument("--only", choices=["latency", "throughput"], help="run one phase")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="npsloop-bench-alerts-"))
+    try:
+        # uvloop: the receivers must not be the bottleneck (and asyncio's default loop leaves
+        # Nagle on for sockets created without an explicit protocol, as the fakes' listener is).
+        uvloop.run(run(args, workdir))
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
