@@ -37,8 +37,6 @@ from npsloop_shared.logging import configure_logging
 
 log = logging.getLogger(__name__)
 
-# How long start-up waits for Kafka before serving anyway (then /readyz says 503 until it is up).
-STARTUP_WAIT_SECONDS: Final = 5.0
 MAX_RETRY_DELAY_SECONDS: Final = 5.0
 
 DESCRIPTION = """\
@@ -103,7 +101,7 @@ def _lifespan(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         connecting = asyncio.create_task(connect_kafka(settings, producer))
         # Usually Kafka is there and this returns within a second: serve ready from the start.
-        await asyncio.wait([connecting], timeout=STARTUP_WAIT_SECONDS)
+        await asyncio.wait([connecting], timeout=settings.ingest_startup_wait_seconds)
         # Everything built so far lives as long as the process: keep it out of the collector's
         # way, which saves work on every full collection under load.
         gc.freeze()

@@ -80,6 +80,8 @@ class IngestSettings(NpsloopSettings):
     ingest_signature_tolerance: Annotated[int, Field(ge=1, le=3600)] = DEFAULT_TOLERANCE_SECONDS
     ingest_replay_cache_size: Annotated[int, Field(ge=1)] = 100_000
     ingest_readiness_cache_seconds: Annotated[float, Field(ge=0)] = 2.0
+    # How long start-up waits for Kafka before serving anyway (503 until Kafka is there).
+    ingest_startup_wait_seconds: Annotated[float, Field(ge=0)] = 5.0
 
     ingest_topic_partitions: Annotated[int, Field(ge=1)] = DEFAULT_PARTITIONS
     ingest_topic_replication_factor: Annotated[int, Field(ge=1)] = DEFAULT_REPLICATION_FACTOR

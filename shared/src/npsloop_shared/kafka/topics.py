@@ -102,11 +102,26 @@ async def ensure_topics(
             if missing:
                 response = await admin.create_topics([spec.to_new_topic() for spec in missing])
                 _raise_for_refusals(response.topic_errors)
+                await _wait_for_leaders(admin, [spec.name for spec in missing])
     finally:
         await admin.close()
     for spec in missing:
         log.info("topic created", extra={"topic": spec.name, "partitions": spec.partitions})
     return [spec.name for spec in missing]
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    """Until every partition of `names` has a leader, so the first produce does not bounce."""
+    while True:
+        described = await admin.describe_topics(names)
+        if all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(p["leader"] >= 0 for p in topic["partitions"])
+            for topic in described
+        ):
+            return
+        await asyncio.sleep(0.05)
 
 
 def _raise_for_refusals(topic_errors: Sequence[tuple[object, ...]]) -> None:
