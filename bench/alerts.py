@@ -37,8 +37,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,6 +179,21 @@ def service(
                 process.kill()
 
 
+@asynccontextmanager
+async def alerts_replicas(
+    count: int, env: dict[str, str], workdir: Path, name: str
+) -> AsyncIterator[None]:
+    """`count` `npsloop-alerts serve` processes (replicas share the queue via SKIP LOCKED)."""
+    with ExitStack() as stack:
+        for number in range(count):
+            port = free_port()
+            log = workdir / f"alerts-{name}-{number}.log"
+            command = [str(VENV_BIN / "npsloop-alerts"), "serve", "--port", str(port)]
+            process = stack.enter_context(service(command, env, log))
+            await wait_ready(f"http://127.0.0.1:{port}", process, log)
+        yield
+
+
 async def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 90
     async with httpx.AsyncClient(timeout=2) as client:
@@ -269,7 +284,9 @@ async def seed_directory(database_url: str, accounts: int) -> None:
         await connection.close()
 
 
-async def queue_deliveries(database_url: str, alerts: int, accounts: int) -> int:
+async def queue_deliveries(
+    database_url: str, alerts: int, accounts: int, channels: tuple[str, ...], source: str
+) -> int:
     """`alerts` alerts with a delivery per channel each, due in a day (released later)."""
     connection = await asyncpg.connect(asyncpg_url(database_url))
     try:
@@ -278,7 +295,7 @@ async def queue_deliveries(database_url: str, alerts: int, accounts: int) -> int
             INSERT INTO alerts (id, source, response_id, revision, account_id, account_known,
                 account_name, segment, bucket, score, comment, kind, touchpoint, submitted_at,
                 received_at, owner_id, acknowledge_due_at, resolve_due_at)
-            SELECT gen_random_uuid(), 'bench', 'throughput-' || g, 0, a.id, true, a.name,
+            SELECT gen_random_uuid(), $3, 'throughput-' || g, 0, a.id, true, a.name,
                 a.segment, 'detractor', 3, 'Throughput run ' || g, 'transactional', 'checkout',
                 now(), now(), a.owner_id, now() + interval '4 hours', now() + interval '2 days'
             FROM generate_series(1, $1) AS g
@@ -286,6 +303,7 @@ async def queue_deliveries(database_url: str, alerts: int, accounts: int) -> int
             """,
             alerts,
             accounts,
+            source,
         )
         inserted: str = await connection.execute(
             """
@@ -300,9 +318,11 @@ async def queue_deliveries(database_url: str, alerts: int, accounts: int) -> int
                 now(), now() + interval '1 day', 0
             FROM alerts AS al
             JOIN people AS p ON p.id = al.owner_id
-            CROSS JOIN (VALUES ('email'), ('slack'), ('telegram')) AS c(channel)
-            WHERE al.source = 'bench'
-            """
+            CROSS JOIN unnest($2::text[]) AS c(channel)
+            WHERE al.source = $1
+            """,
+            source,
+            list(channels),
         )
         return int(inserted.rsplit(maxsplit=1)[-1])
     finally:
@@ -432,7 +452,10 @@ def latency_result(posted: Posted, receivers: Receivers) -> LatencyResult:
 
 
 def print_latency(result: LatencyResult, args: argparse.Namespace) -> None:
-    print(f"\nLatency: {args.rate:g} responses/s for {args.duration:g} s, {args.accounts} accounts")
+    print(
+        f"\nLatency: {args.rate:g} responses/s for {args.duration:g} s, {args.accounts} accounts,"
+        f" {args.replicas} alerts process(es)"
+    )
     print(f"  accepted by ingest      {result.accepted}  (refused: {result.refused_by_ingest})")
     print(f"  messages expected       {result.expected}")
     print(f"  received                {result.received}")
@@ -457,11 +480,7 @@ async def latency_phase(
     args: argparse.Namespace, infra: Infra, receivers: Receivers, ingest_url: str
 ) -> LatencyResult:
     env = alerts_env(args, infra, receivers, lifted=False)
-    port = free_port()
-    log = infra.workdir / "alerts-latency.log"
-    command = [str(VENV_BIN / "npsloop-alerts"), "serve", "--port", str(port)]
-    with service(command, env, log) as process:
-        await wait_ready(f"http://127.0.0.1:{port}", process, log)
+    async with alerts_replicas(args.replicas, env, infra.workdir, "latency"):
         warm = Posted()
         warmup_rate = min(args.rate, 50.0)
         await post_steadily(
@@ -491,6 +510,7 @@ async def latency_phase(
 
 @dataclass
 class ThroughputResult:
+    channels: tuple[str, ...]
     queued: int
     received: int
     duplicates: int
@@ -502,19 +522,16 @@ class ThroughputResult:
 
 
 async def throughput_phase(
-    args: argparse.Namespace, infra: Infra, receivers: Receivers
+    args: argparse.Namespace, infra: Infra, receivers: Receivers, channels: tuple[str, ...]
 ) -> ThroughputResult:
     receivers.reset()
     receivers.slack.rate_limit = None
     receivers.telegram.rate_limit = None
-    alerts = max(1, args.deliveries // len(CHANNELS))
-    queued = await queue_deliveries(infra.database_url, alerts, args.accounts)
+    alerts = max(1, args.deliveries // len(channels))
+    source = "bench-" + "-".join(channels)
+    queued = await queue_deliveries(infra.database_url, alerts, args.accounts, channels, source)
     env = alerts_env(args, infra, receivers, lifted=True)
-    port = free_port()
-    log = infra.workdir / "alerts-throughput.log"
-    command = [str(VENV_BIN / "npsloop-alerts"), "serve", "--port", str(port)]
-    with service(command, env, log) as process:
-        await wait_ready(f"http://127.0.0.1:{port}", process, log)
+    async with alerts_replicas(args.replicas, env, infra.workdir, source):
         print(f"releasing {queued} queued deliveries with rate limits lifted …")
         released = time.perf_counter()
         await release_deliveries(infra.database_url)
@@ -522,11 +539,11 @@ async def throughput_phase(
     arrivals = [t for times in receivers.arrivals.times.values() for t in times]
     duplicates = sum(len(times) - 1 for times in receivers.arrivals.times.values())
     seconds = (max(arrivals) - released) if arrivals else 0.0
-    return ThroughputResult(queued, len(receivers.arrivals.times), duplicates, seconds)
+    return ThroughputResult(channels, queued, len(receivers.arrivals.times), duplicates, seconds)
 
 
 def print_throughput(result: ThroughputResult) -> None:
-    print("\nThroughput (rate limits lifted)")
+    print(f"\nThroughput, rate limits lifted: {' + '.join(result.channels)}")
     print(f"  queued deliveries       {result.queued}")
     print(f"  received                {result.received}  (duplicates: {result.duplicates})")
     print(f"  release → last arrival  {result.seconds:.2f} s")
@@ -597,12 +614,13 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
                 if args.only in {None, "latency"}:
                     latency = await latency_phase(args, infra, receivers, ingest_url)
                     print_latency(latency, args)
-            throughput = None
+            passes: list[ThroughputResult] = []
             if args.only in {None, "throughput"}:
-                throughput = await throughput_phase(args, infra, receivers)
-                print_throughput(throughput)
-            if latency and throughput:
-                print_targets(latency, throughput)
+                for channels in args.throughput_channels:
+                    passes.append(await throughput_phase(args, infra, receivers, channels))
+                    print_throughput(passes[-1])
+            if latency and passes:
+                print_targets(latency, passes[0])
         finally:
             await receivers.slack.stop()
             await receivers.telegram.stop()
@@ -627,6 +645,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady load")
     parser.add_argument("--accounts", type=int, default=1000, help="accounts (and owners)")
     parser.add_argument("--deliveries", type=int, default=9000, help="throughput phase size")
+    parser.add_argument(
+        "--throughput-channels",
+        type=lambda value: tuple(value.split(",")),
+        nargs="+",
+        default=[CHANNELS, ("slack", "telegram")],
+        help="one throughput pass per comma-separated channel set (default: all, then chat)",
+    )
+    parser.add_argument("--replicas", type=int, default=1, help="npsloop-alerts processes")
     parser.add_argument("--claim-batch", type=int, default=200, help="throughput claim batch")
     parser.add_argument("--max-in-flight", type=int, default=512, help="throughput in-flight")
     parser.add_argument("--smtp-connections", type=int, default=16, help="SMTP pool size")

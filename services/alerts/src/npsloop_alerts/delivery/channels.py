@@ -25,6 +25,7 @@ from npsloop_alerts.channels import (
     TelegramProvider,
     WebhookProvider,
 )
+from npsloop_alerts.delivery.http_transport import LeanHttpTransport
 from npsloop_alerts.delivery.settings import DeliverySettings
 
 
@@ -48,7 +49,8 @@ class ChannelProviders:
         timeout = settings.delivery_send_timeout_seconds
         connections = settings.delivery_http_connections_per_vendor
         slack_http, telegram_http, webhook_http = (
-            _http_client(timeout, connections) for _ in range(3)
+            _http_client(timeout, connections, lean=settings.delivery_http_transport == "lean")
+            for _ in range(3)
         )
         identity = EmailIdentity(
             from_address=settings.email_from_address, from_name=settings.email_from_name
@@ -91,9 +93,11 @@ class ChannelProviders:
             await client.aclose()
 
 
-def _http_client(timeout: float, connections: int) -> httpx.AsyncClient:
+def _http_client(timeout: float, connections: int, *, lean: bool) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        limits=limits,
+        transport=LeanHttpTransport(max_connections=connections) if lean else None,
         follow_redirects=False,
     )

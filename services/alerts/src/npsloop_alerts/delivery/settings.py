@@ -6,7 +6,7 @@ benchmark lifts the rate limits, both through these settings only.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 
@@ -34,6 +34,9 @@ class DeliverySettings(NpsloopSettings):
     # More sends than this wait their turn outside the HTTP client, whose pool bookkeeping
     # costs grow with the number of queued requests times connections.
     delivery_http_connections_per_vendor: Annotated[int, Field(ge=1, le=1_000)] = 32
+    # `lean`: keep-alive HTTP/1.1 on asyncio with httptools (a fraction of the CPU per send);
+    # `httpx`: httpx's stock transport (proxies from the environment, HTTP/2 not enabled).
+    delivery_http_transport: Literal["lean", "httpx"] = "lean"
 
     # Retries: attempt n (1-based) failing transiently waits
     # min(max, base * factor**(n-1)) * (1 ± jitter), unless the vendor sent a retry hint.

@@ -1,0 +1,231 @@
+"""A lean HTTP/1.1 transport for httpx: keep-alive connections on asyncio protocols, responses
+parsed by `httptools` (the parser uvicorn uses).
+
+Why: at a thousand sends a second the stock transport (httpcore over anyio) costs several times
+more CPU per request than the send itself; this one keeps httpx's client API (what the channel
+providers use, including content decoding and its exception types) and replaces only the wire.
+
+What it does not do: proxies, HTTP/2, `Expect: 100-continue`, streaming request bodies larger
+than memory. `NPSLOOP_DELIVERY_HTTP_TRANSPORT=httpx` switches back to the stock transport.
+
+Failures raise httpx's own exceptions, so callers map them as before: connecting
+(`ConnectError`, `ConnectTimeout`), waiting for the answer (`ReadTimeout`), a connection that
+broke or answered nonsense (`ReadError`, `RemoteProtocolError`). A failed request's connection
+is closed, never reused; a request is never re-sent by the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import certifi
+import httptools
+import httpx
+
+# Servers close idle keep-alive connections (uvicorn after 5 s, many others after 60 s); a
+# connection idle longer than this is closed instead of risking a write into a closing socket.
+IDLE_EXPIRY_SECONDS: Final = 4.0
+READ_CHUNK_LIMIT: Final = 16 * 1024 * 1024
+
+Origin = tuple[str, str, int]
+
+
+class _ResponseProtocol(asyncio.Protocol):
+    """One connection; collects one response at a time."""
+
+    def __init__(self) -> None:
+        # uvloop's transports are not `asyncio.Transport` subclasses; write/close/is_closing are
+        # what is used.
+        self.transport: Any = None
+        self.closed = False
+        self.idle_since = time.monotonic()
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[None] | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._complete = False
+        self._keep_alive = False
+
+    # asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"malformed HTTP response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self._complete:
+            self._fail(httpx.ReadError("the server closed the connection"))
+
+    # httptools callbacks ----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > READ_CHUNK_LIMIT:
+            self._fail(httpx.RemoteProtocolError("response body too large"))
+            return
+        self._body.append(body)
+
+    def on_headers_complete(self) -> None:
+        # Only valid inside a callback: the parser resets its state once the message is done.
+        self._keep_alive = self._parser.should_keep_alive()
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # exchange ---------------------------------------------------------------------------
+
+    async def exchange(
+        self, head: bytes, body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        assert self.transport is not None
+        self._headers, self._body, self._size = [], [], 0
+        self._complete = self._keep_alive = False
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.transport.write(body)
+        await self._waiter
+        self.idle_since = time.monotonic()
+        return self._parser.get_status_code(), self._headers, b"".join(self._body)
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            not self.closed
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and self._keep_alive
+            and time.monotonic() - self.idle_since < IDLE_EXPIRY_SECONDS
+        )
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, error: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+        if self.transport is not None:
+            self.transport.close()
+
+
+@dataclass
+class _Pool:
+    slots: asyncio.Semaphore
+    idle: deque[_ResponseProtocol] = field(default_factory=deque)
+
+
+class LeanHttpTransport(httpx.AsyncBaseTransport):
+    """At most `max_connections` connections per origin; idle ones are reused (LIFO)."""
+
+    def __init__(self, *, max_connections: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._max_connections = max_connections
+        self._ssl = ssl_context or ssl.create_default_context(cafile=certifi.where())
+        self._pools: dict[Origin, _Pool] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in {"http", "https"}:
+            raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}")
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        timeouts = request.extensions.get("timeout", {})
+        body = await request.aread()
+        head = _request_head(request, body)
+        pool = self._pools.setdefault(origin, _Pool(asyncio.Semaphore(self._max_connections)))
+        async with pool.slots:
+            connection = self._idle_connection(pool)
+            if connection is None:
+                connection = await self._connect_within(origin, timeouts.get("connect"))
+            try:
+                async with asyncio.timeout(timeouts.get("read")):
+                    status, headers, content = await connection.exchange(head, body)
+            except TimeoutError:
+                connection.close()
+                raise httpx.ReadTimeout("no answer in time", request=request) from None
+            except BaseException:
+                connection.close()
+                raise
+            if connection.reusable:
+                pool.idle.append(connection)
+            else:
+                connection.close()
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=httpx.ByteStream(content),
+            extensions={"http_version": b"HTTP/1.1"},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            while pool.idle:
+                pool.idle.pop().close()
+
+    @staticmethod
+    def _idle_connection(pool: _Pool) -> _ResponseProtocol | None:
+        while pool.idle:
+            connection = pool.idle.pop()
+            if connection.reusable:
+                return connection
+            connection.close()
+        return None
+
+    async def _connect_within(self, origin: Origin, seconds: float | None) -> _ResponseProtocol:
+        _, host, port = origin
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._connect(origin)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot connect ({type(exc).__name__})") from exc
+
+    async def _connect(self, origin: Origin) -> _ResponseProtocol:
+        scheme, host, port = origin
+        secure = scheme == "https"
+        _, protocol = await asyncio.get_running_loop().create_connection(
+            _ResponseProtocol,
+            host,
+            port,
+            ssl=self._ssl if secure else None,
+            server_hostname=host if secure else None,
+        )
+        return protocol
+
+
+def _request_head(request: httpx.Request, body: bytes) -> bytes:
+    target = request.url.raw_path
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode(), target)]
+    headers = request.headers
+    has_length = False
+    for name, value in headers.raw:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            continue  # the body is sent whole, with its length
+        if lowered == b"content-length":
+            has_length = True
+            lines.append(name + b": " + str(len(body)).encode())
+        else:
+            lines.append(name + b": " + value)
+    if not has_length and (body or request.method in {"POST", "PUT", "PATCH"}):
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n"

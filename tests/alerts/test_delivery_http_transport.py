@@ -1,0 +1,161 @@
+"""The lean HTTP transport against real local servers: keep-alive reuse, chunked and gzip
+answers through httpx, and failures surfacing as httpx's own exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from npsloop_alerts.delivery.http_transport import LeanHttpTransport
+
+Scope = dict[str, Any]
+
+
+async def _app(scope: Scope, receive: Any, send: Any) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    path = scope["path"]
+    if path == "/slow":
+        await asyncio.sleep(2)
+    if path == "/chunked":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one,", b"two,", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/gzip":
+        payload = gzip.compress(b'{"ok": true}')
+        headers = [(b"content-encoding", b"gzip"), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return
+    peer = f"{scope['client'][1]}".encode()
+    headers = [(b"x-peer-port", peer), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 201, "headers": headers})
+    await send({"type": "http.response.body", "body": b'{"echo": ' + (body or b"null") + b"}"})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(_app, log_level="warning", lifespan="off", access_log=False)
+    running = uvicorn.Server(config)
+    task = asyncio.create_task(running.serve(sockets=[listener]))
+    while not running.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    running.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=LeanHttpTransport(max_connections=4), timeout=httpx.Timeout(1.0)
+    ) as http:
+        yield http
+
+
+async def test_a_post_round_trips_through_httpx(server: str, client: httpx.AsyncClient) -> None:
+    answer = await client.post(f"{server}/echo", json={"text": "olá 你好"})
+
+    assert answer.status_code == 201
+    assert answer.json() == {"echo": {"text": "olá 你好"}}
+
+
+async def test_keep_alive_connections_are_reused(server: str, client: httpx.AsyncClient) -> None:
+    ports = {
+        (await client.post(f"{server}/echo", content=b"1")).headers["x-peer-port"]
+        for _ in range(20)
+    }
+
+    assert len(ports) == 1
+
+
+async def test_concurrent_requests_stay_within_the_connection_limit(
+    server: str, client: httpx.AsyncClient
+) -> None:
+    answers = await asyncio.gather(
+        *(client.post(f"{server}/echo", content=b"2") for _ in range(40))
+    )
+
+    assert {answer.status_code for answer in answers} == {201}
+    assert len({answer.headers["x-peer-port"] for answer in answers}) <= 4
+
+
+async def test_chunked_and_gzip_answers_are_decoded(server: str, client: httpx.AsyncClient) -> None:
+    assert (await client.get(f"{server}/chunked")).text == "one,two,three"
+    assert (await client.get(f"{server}/gzip")).json() == {"ok": True}
+
+
+async def test_a_slow_answer_is_a_read_timeout_and_its_connection_is_not_reused(
+    server: str, client: httpx.AsyncClient
+) -> None:
+    first_port = (await client.post(f"{server}/echo", content=b"3")).headers["x-peer-port"]
+
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(f"{server}/slow", content=b"4")
+
+    # The idle connection served the slow request and was closed after it: a new one now.
+    after = await client.post(f"{server}/echo", content=b"5")
+    assert after.status_code == 201
+    assert after.headers["x-peer-port"] != first_port
+
+
+async def test_nobody_listening_is_a_connect_error(client: httpx.AsyncClient) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    with pytest.raises(httpx.ConnectError):
+        await client.post(f"http://127.0.0.1:{port}/", content=b"x")
+
+
+async def test_a_connection_closed_without_an_answer_is_a_read_error(
+    client: httpx.AsyncClient,
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    closer = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = closer.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(httpx.ReadError):
+            await client.post(f"http://127.0.0.1:{port}/", content=b"x")
+    finally:
+        closer.close()
+        await closer.wait_closed()
+
+
+async def test_garbage_instead_of_http_is_a_protocol_error(client: httpx.AsyncClient) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SMTP 220 hello\r\n\r\n")
+        await writer.drain()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            await client.post(f"http://127.0.0.1:{port}/", content=b"x")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_only_http_and_https_are_spoken(client: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.UnsupportedProtocol):
+        await client.post("ftp://127.0.0.1/file", content=b"x")
