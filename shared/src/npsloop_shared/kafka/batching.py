@@ -183,8 +183,10 @@ class BatchAppender:
         """All and available partitions of `topic`, as aiokafka's own `send` lists them."""
         lists = self._known_partition_lists(topic)
         if lists is None:
-            # Unknown topic: wait for its metadata (aiokafka bounds this by request_timeout_ms).
-            await self._producer.partitions_for(topic)
+            # Unknown topic: wait for its metadata. aiokafka gives up after request_timeout_ms
+            # while it is connected, but waits forever once its client is closed.
+            async with asyncio.timeout(self._ack_timeout):
+                await self._producer.partitions_for(topic)
             lists = self._known_partition_lists(topic)
             if lists is None:
                 raise UnknownTopicOrPartitionError(topic)

@@ -243,31 +243,36 @@ class KafkaProducer:
         )
 
     def _usable(self) -> tuple[Any, BatchAppender]:
+        if self._appender is not None and _sender_died(self._producer):
+            self._replace(self._producer, "sender stopped")
         if self._appender is None:
             raise BrokerUnavailable("Kafka is not connected", retry_after_seconds=self._retry_after)
         return self._producer, self._appender
 
     def _unavailable(self, producer: Any, exc: TimeoutError | KafkaError) -> BrokerUnavailable:
+        self._note_failure(producer, exc)
         if isinstance(exc, TimeoutError):
             detail = f"Kafka did not acknowledge within {self._ack_timeout:g} s"
         else:
-            self._note_failure(producer, exc)
             detail = f"Kafka refused the records ({type(exc).__name__})"
         return BrokerUnavailable(detail, retry_after_seconds=self._retry_after)
 
-    def _note_failure(self, producer: Any, exc: KafkaError) -> None:
-        if not (isinstance(exc, _FATAL_ERRORS) or _sender_died(producer)):
-            return
-        if self._producer is producer and (self._recreating is None or self._recreating.done()):
-            log.warning("kafka producer unusable, recreating", extra={"error": type(exc).__name__})
-            self._recreating = asyncio.create_task(self._recreate(producer))
+    def _note_failure(self, producer: Any, exc: TimeoutError | KafkaError) -> None:
+        # A timeout alone means a slow or absent broker, which aiokafka rides out by itself;
+        # a dead sender (however it died) or a fatal error does not heal.
+        if isinstance(exc, _FATAL_ERRORS) or _sender_died(producer):
+            self._replace(producer, type(exc).__name__)
 
-    async def _recreate(self, broken: Any) -> None:
-        appender = None
-        async with self._lifecycle:
-            if self._producer is broken:
-                appender = self._appender
-                self._use(None)
+    def _replace(self, broken: Any, reason: str) -> None:
+        """Stop using `broken` at once (callers get 503 quickly) and build a new producer."""
+        if self._producer is not broken:
+            return  # already being replaced
+        appender = self._appender
+        self._use(None)
+        log.warning("kafka producer unusable, recreating", extra={"error": reason})
+        self._recreating = asyncio.create_task(self._recreate(broken, appender))
+
+    async def _recreate(self, broken: Any, appender: BatchAppender | None) -> None:
         await _close(broken, flush_seconds=1.0)
         if appender is not None:
             appender.close()
