@@ -228,7 +228,7 @@ async def test_a_permanent_error_is_dead_at_once_and_a_redrive_sends_it(
             assert await DeliveryService(session).redrive([dead["id"]]) == [dead["id"]]
         sent = await pipeline.wait_status(alert_id, "slack", "sent")
 
-    assert sent["attempts"] == 0
+    assert sent["attempts"] == 1  # the re-driven try; the dead one was reset by the re-drive
     outcomes = [a["outcome"] for a in await pipeline.attempts(dead["id"])]
     assert outcomes == ["permanent", "sent"]
     assert len(pipeline.slack.messages) == 1

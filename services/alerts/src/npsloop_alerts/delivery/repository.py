@@ -107,7 +107,8 @@ _RECORD_RESULTS = text(
     UPDATE deliveries AS d SET
         status = CASE WHEN r.sent AND r.editable AND d.content_revision > r.rendered
                       THEN 'pending' ELSE r.status END,
-        attempts = CASE WHEN r.sent THEN 0 ELSE d.attempts END,
+        attempts = CASE WHEN r.sent AND r.editable AND d.content_revision > r.rendered
+                        THEN 0 ELSE d.attempts END,
         next_attempt_at = CASE
             WHEN r.sent AND r.editable AND d.content_revision > r.rendered THEN now()
             WHEN r.delay IS NOT NULL THEN now() + make_interval(secs => r.delay)
