@@ -79,7 +79,7 @@ def build_components(resources: Resources) -> list[Component]:
             batch_size=settings.outbox_batch_size,
             retention=timedelta(hours=settings.outbox_retention_hours),
         ),
-        *alerting_components(settings, resources.engine, resources.sessionmaker, resources.kafka),
+        *alerting_components(settings, resources.sessionmaker, resources.kafka),
     ]
 
 

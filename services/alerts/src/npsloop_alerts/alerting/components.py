@@ -1,15 +1,20 @@
 """Wiring of consume-and-decide and delivery into the alerts process (called by the lifespan).
 
-Start order: channel clients, the delivery loop, the responses consumer, the alert outbox relay;
-stop order is the reverse, so the consumer stops taking records before the loop drains its
-in-flight sends, and the clients close last.
+Start order: work resources (channel clients, a database engine for the hot paths), the delivery
+loop, the responses consumer, the alert outbox relay; stop order is the reverse, so the consumer
+stops taking records before the loop drains its in-flight sends, and the clients close last.
+
+The hot paths (one decision per record, claims and results of the delivery loop) use their own
+engine without `pool_pre_ping`: a ping costs three round trips per checkout (BEGIN, SELECT,
+ROLLBACK), more than the work itself. A connection that died is discarded by SQLAlchemy on the
+error, and the record or claim is simply retried.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from npsloop_alerts.alerting.directory_view import DirectoryView
 from npsloop_alerts.alerting.handler import ResponseHandler
@@ -23,7 +28,7 @@ from npsloop_alerts.delivery.metrics import delivery_metrics
 from npsloop_alerts.kafka import KafkaConnection
 from npsloop_alerts.lifecycle import Component
 from npsloop_alerts.settings import AlertsSettings
-from npsloop_shared.db import SessionMaker
+from npsloop_shared.db import SessionMaker, create_sessionmaker
 from npsloop_shared.kafka.consumer import KafkaEventConsumer
 from npsloop_shared.kafka.topics import TopicSpec, event_topic, with_dead_letter
 
@@ -48,22 +53,34 @@ class ResponsesConsumer:
         return all(consumer.running for consumer in self.consumers)
 
 
-class ChannelClients:
-    """Component owning the HTTP and SMTP clients: closes them after the loop stopped."""
+class WorkResources:
+    """Component owning the channel clients and the hot-path engine; closes them last."""
 
-    name = "channel-clients"
+    name = "alerting-resources"
 
-    def __init__(self, providers: ChannelProviders) -> None:
+    def __init__(self, providers: ChannelProviders, engine: AsyncEngine) -> None:
         self.providers = providers
+        self.engine = engine
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
         await self.providers.aclose()
+        await self.engine.dispose()
 
     def healthy(self) -> bool:
         return not self.providers.closed
+
+
+def hot_path_engine(settings: AlertsSettings) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=False,
+        connect_args={"server_settings": {"application_name": "npsloop-alerts-work"}},
+    )
 
 
 def alerting_topics(settings: AlertsSettings) -> list[TopicSpec]:
@@ -75,14 +92,13 @@ def alerting_topics(settings: AlertsSettings) -> list[TopicSpec]:
 
 
 def alerting_components(
-    settings: AlertsSettings,
-    engine: AsyncEngine,
-    sessionmaker: SessionMaker,
-    kafka: KafkaConnection,
+    settings: AlertsSettings, sessionmaker: SessionMaker, kafka: KafkaConnection
 ) -> list[Component]:
+    """`sessionmaker` is the process's (the relay uses it); the hot paths get their own."""
     providers = ChannelProviders.from_settings(settings)
+    work_engine = hot_path_engine(settings)
     loop = DeliveryLoop(
-        sessionmaker,
+        create_sessionmaker(work_engine),
         database_url=settings.database_url,
         dispatcher=Dispatcher(
             providers,
@@ -101,7 +117,7 @@ def alerting_components(
         ),
     )
     metrics = alerting_metrics()
-    handler = ResponseHandler(engine, decider, metrics, on_decided=loop.wake)
+    handler = ResponseHandler(work_engine, decider, metrics, on_decided=loop.wake)
     consumers = [
         KafkaEventConsumer(
             topics=[settings.alerts_responses_topic],
@@ -121,4 +137,4 @@ def alerting_components(
         processed_event_retention=timedelta(days=settings.alerts_processed_event_retention_days),
         metrics=metrics,
     )
-    return [ChannelClients(providers), loop, ResponsesConsumer(consumers), relay]
+    return [WorkResources(providers, work_engine), loop, ResponsesConsumer(consumers), relay]
