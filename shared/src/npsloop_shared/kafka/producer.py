@@ -12,7 +12,9 @@ So each call bounds its wait with `ack_timeout`; on timeout, or any Kafka error,
 written later by those retries — harmless, because every event carries a deterministic id
 (`ce_id`) and consumers dedupe on it; the client is told to retry and will produce the same ids.
 
-Records of concurrent calls travel together: see `batching.py`.
+Single records join aiokafka's open batch of their partition, shared with concurrent calls
+(aiokafka drains it whenever the broker connection is free); `publish_many` builds batches of its
+own (`batching.py`).
 
 Errors that leave the producer unusable (`OutOfOrderSequenceNumber`, a fenced producer, a dead
 sender task) make the wrapper discard the aiokafka producer and create a fresh one (new producer
@@ -41,13 +43,27 @@ from pydantic import BaseModel
 
 from npsloop_shared.errors import ServiceUnavailable
 from npsloop_shared.kafka.batching import (
-    BatchAppender,
     KafkaHeaders,
     OutgoingRecord,
+    PartitionGates,
     partition_for,
+    partition_lists,
+    submit_in_batches,
 )
 
 log = logging.getLogger(__name__)
+
+
+class _NoDebugRecordDumps(logging.Filter):
+    """aiokafka's DEBUG lines print every record's key and value, and whole produce requests:
+    personal data (comments, emails). Whatever the configured level, they never leave."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+for _name in ("aiokafka.producer.producer", "aiokafka.conn"):
+    logging.getLogger(_name).addFilter(_NoDebugRecordDumps())
 
 __all__ = [
     "Acked",
@@ -119,7 +135,7 @@ class KafkaProducer:
         self._linger_ms = linger_ms
         self._max_batch_bytes = max_batch_bytes
         self._producer: Any = None  # AIOKafkaProducer once started
-        self._appender: BatchAppender | None = None  # belongs to `_producer`
+        self._gates = PartitionGates()
         self._lifecycle = asyncio.Lock()
         self._recreating: asyncio.Task[None] | None = None
 
@@ -135,7 +151,7 @@ class KafkaProducer:
         """Connect and obtain a producer id; raises `BrokerUnavailable` if Kafka is not there."""
         async with self._lifecycle:
             if self._producer is None:
-                self._use(await self._started_producer())
+                self._producer = await self._started_producer()
 
     async def start_with_retry(self, max_delay: float = 5.0) -> None:
         """`start`, retried with capped exponential backoff until it works (or is cancelled)."""
@@ -162,12 +178,9 @@ class KafkaProducer:
                 await self._recreating
             self._recreating = None
         async with self._lifecycle:
-            producer, appender = self._producer, self._appender
-            self._use(None)
+            producer, self._producer = self._producer, None
             if producer is not None:
                 await _close(producer, flush_seconds)
-            if appender is not None:
-                appender.close()
 
     async def publish(
         self,
@@ -183,13 +196,30 @@ class KafkaProducer:
 
     async def publish_record(self, record: OutgoingRecord) -> Acked:
         """Publish one encoded record and wait for its ack, at most `ack_timeout`."""
-        producer, appender = self._usable()
+        producer = self._usable()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ack_timeout
         try:
-            batch, offset = await appender.append(record)
-            metadata = await batch.join(asyncio.get_running_loop())
+            if not producer.client.cluster.partitions_for_topic(record.topic):
+                # Unknown topic: aiokafka waits for its metadata, forever once its client is
+                # closed; bound that. Known topics (the hot path) skip this.
+                async with asyncio.timeout_at(deadline):
+                    await partition_lists(producer, record.topic)
+            # `send` waits only when the partition's batch is full, at most request_timeout_ms
+            # (the ack timeout: see `_started_producer`).
+            delivery = await producer.send(
+                record.topic, record.value, key=record.key, headers=record.headers
+            )
+            # A bare timer on the delivery future is far cheaper than `asyncio.timeout`, and
+            # this runs for every single-response request.
+            expiry = loop.call_at(deadline, _expire, delivery)
+            try:
+                metadata = await delivery
+            finally:
+                expiry.cancel()
         except (TimeoutError, KafkaError) as exc:
             raise self._unavailable(producer, exc) from exc
-        return Acked(metadata.topic, metadata.partition, metadata.offset + offset)
+        return Acked(metadata.topic, metadata.partition, metadata.offset)
 
     async def publish_many(self, records: Sequence[OutgoingRecord]) -> list[Acked]:
         """Publish records and wait until every one is acknowledged, at most `ack_timeout`.
@@ -198,28 +228,18 @@ class KafkaProducer:
         time, `BrokerUnavailable` is raised and none may be reported as accepted. The records
         of one call keep their order within each partition.
         """
-        producer, appender = self._usable()
-        loop = asyncio.get_running_loop()
-        waiters: dict[int, asyncio.Future[Any]] = {}  # one per batch the records went into
-        placed: list[tuple[asyncio.Future[Any], int]] = []
+        producer = self._usable()
         try:
-            for batch, offset in await appender.append_many(records):
-                waiter = waiters.get(id(batch))
-                if waiter is None:
-                    waiter = waiters[id(batch)] = batch.join(loop)
-                placed.append((waiter, offset))
-            # Every waiter ends within the timeout (each batch has its own expiry), and waiting
-            # for all of them means no failure is left unretrieved.
-            await asyncio.wait(waiters.values())
-            for waiter in waiters.values():
-                if (error := waiter.exception()) is not None:
-                    raise error
+            async with asyncio.timeout(self._ack_timeout):
+                batches = await submit_in_batches(producer, records, self._gates)
+                bases = await asyncio.gather(*(batch.delivery for batch in batches))
         except (TimeoutError, KafkaError) as exc:
             raise self._unavailable(producer, exc) from exc
-        return [
-            Acked(base.topic, base.partition, base.offset + offset)
-            for base, offset in ((waiter.result(), offset) for waiter, offset in placed)
-        ]
+        acked: list[Acked] = [_NOT_YET] * len(records)
+        for batch, base in zip(batches, bases, strict=True):
+            for index, offset in batch.members:
+                acked[index] = Acked(base.topic, base.partition, base.offset + offset)
+        return acked
 
     async def ping(self, within_seconds: float = 1.0) -> bool:
         """True when a metadata request returns at least one broker within `within_seconds`."""
@@ -233,21 +253,12 @@ class KafkaProducer:
             return False
         return bool(cluster.brokers())
 
-    def _use(self, producer: Any) -> None:
-        # A batch belongs to one producer: a replacement starts with no open batches.
-        self._producer = producer
-        self._appender = (
-            None
-            if producer is None
-            else BatchAppender(producer, ack_timeout=self._ack_timeout, linger_ms=self._linger_ms)
-        )
-
-    def _usable(self) -> tuple[Any, BatchAppender]:
-        if self._appender is not None and _sender_died(self._producer):
+    def _usable(self) -> Any:
+        if self._producer is not None and _sender_died(self._producer):
             self._replace(self._producer, "sender stopped")
-        if self._appender is None:
+        if self._producer is None:
             raise BrokerUnavailable("Kafka is not connected", retry_after_seconds=self._retry_after)
-        return self._producer, self._appender
+        return self._producer
 
     def _unavailable(self, producer: Any, exc: TimeoutError | KafkaError) -> BrokerUnavailable:
         self._note_failure(producer, exc)
@@ -267,15 +278,12 @@ class KafkaProducer:
         """Stop using `broken` at once (callers get 503 quickly) and build a new producer."""
         if self._producer is not broken:
             return  # already being replaced
-        appender = self._appender
-        self._use(None)
+        self._producer = None
         log.warning("kafka producer unusable, recreating", extra={"error": reason})
-        self._recreating = asyncio.create_task(self._recreate(broken, appender))
+        self._recreating = asyncio.create_task(self._recreate(broken))
 
-    async def _recreate(self, broken: Any, appender: BatchAppender | None) -> None:
+    async def _recreate(self, broken: Any) -> None:
         await _close(broken, flush_seconds=1.0)
-        if appender is not None:
-            appender.close()
         await self.start_with_retry()
         log.info("kafka producer recreated")
 
@@ -299,6 +307,16 @@ class KafkaProducer:
                 retry_after_seconds=self._retry_after,
             ) from exc
         return producer
+
+
+_NOT_YET: Final = Acked("", -1, -1)
+
+
+def _expire(delivery: asyncio.Future[Any]) -> None:
+    # aiokafka skips futures that are already done when the ack comes later, so failing the
+    # delivery future from outside is safe; the record itself may still be written.
+    if not delivery.done():
+        delivery.set_exception(TimeoutError())
 
 
 def _sender_died(producer: Any) -> bool:

@@ -232,7 +232,12 @@ class ResponseIntake:
         log.log(
             level,
             "request refused",
-            extra={"status": error.status, "reason": reason, "source": source_id},
+            extra={
+                "status": error.status,
+                "reason": reason,
+                "source": source_id,
+                "detail": error.detail,  # our own wording, never the request's content
+            },
         )
         response = error_response(error, instance=PATH)
         return Reply(response.status_code, bytes(response.body), response.raw_headers)
