@@ -76,7 +76,7 @@ class IngestSettings(NpsloopSettings):
     ingest_ack_timeout: Annotated[float, Field(gt=0, le=120)] = 5.0
     ingest_retry_after: Annotated[int, Field(ge=1, le=3600)] = 5
     ingest_max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
-    ingest_linger_ms: Annotated[int, Field(ge=0, le=1000)] = 1
+    ingest_linger_ms: Annotated[int, Field(ge=0, le=1000)] = 0
     ingest_signature_tolerance: Annotated[int, Field(ge=1, le=3600)] = DEFAULT_TOLERANCE_SECONDS
     ingest_replay_cache_size: Annotated[int, Field(ge=1)] = 100_000
     ingest_readiness_cache_seconds: Annotated[float, Field(ge=0)] = 2.0

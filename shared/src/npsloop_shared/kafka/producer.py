@@ -53,6 +53,16 @@ from npsloop_shared.kafka.batching import (
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "Acked",
+    "BrokerUnavailable",
+    "KafkaHeaders",
+    "KafkaProducer",
+    "OutgoingRecord",
+    "encode_key",
+    "encode_value",
+]
+
 
 class _NoDebugRecordDumps(logging.Filter):
     """aiokafka's DEBUG lines print every record's key and value, and whole produce requests:
@@ -64,16 +74,6 @@ class _NoDebugRecordDumps(logging.Filter):
 
 for _name in ("aiokafka.producer.producer", "aiokafka.conn"):
     logging.getLogger(_name).addFilter(_NoDebugRecordDumps())
-
-__all__ = [
-    "Acked",
-    "BrokerUnavailable",
-    "KafkaHeaders",
-    "KafkaProducer",
-    "OutgoingRecord",
-    "encode_key",
-    "encode_value",
-]
 
 DEFAULT_ACK_TIMEOUT: Final = 5.0
 DEFAULT_RETRY_AFTER_SECONDS: Final = 5
