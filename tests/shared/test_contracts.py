@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from npsloop_shared.contracts import (
     CE_ID_NAMESPACE,
@@ -171,3 +171,30 @@ def test_event_id_is_pinned_and_distinguishes_each_part() -> None:
     assert len(variants) == 4
     # The separator keeps ("ab", "c") and ("a", "bc") apart.
     assert response_event_id("ab", "c", 0) != response_event_id("a", "bc", 0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "pointer"),
+    [
+        ({"comment": "late\x00again"}, ("comment",)),
+        ({"response_id": "r\x00"}, ("response_id",)),
+        ({"attributes": {"plan": "gold\x00"}}, ("attributes",)),
+        ({"respondent": {"name": "Ana\x00"}}, ("respondent", "name")),
+    ],
+)
+def test_nul_characters_are_refused_because_postgresql_text_cannot_store_them(
+    extra: dict[str, Any], pointer: tuple[str, ...]
+) -> None:
+    payload = {
+        "response_id": "r-1",
+        "kind": "relational",
+        "account_id": "acme",
+        "score": 4,
+        "submitted_at": "2026-11-01T10:00:00+00:00",
+        **extra,
+    }
+    with pytest.raises(ValidationError) as raised:
+        ResponseIn.model_validate(payload)
+    assert [(error["loc"], error["type"]) for error in raised.value.errors()] == [
+        (pointer, "nul_character")
+    ]

@@ -74,6 +74,16 @@ def _not_too_far_in_future(value: datetime) -> datetime:
     return value
 
 
+def _without_nul(value: str | None) -> str | None:
+    # JSON allows U+0000 but PostgreSQL text cannot store it: refuse it at the door rather than
+    # accept an event that every database-backed consumer would have to dead-letter.
+    if value is not None and "\x00" in value:
+        raise PydanticCustomError(
+            "nul_character", "text must not contain the NUL character (U+0000)"
+        )
+    return value
+
+
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 # Constraints on the key and value types (not a whole-dict validator) so an invalid attribute is
 # reported at its own JSON pointer, e.g. `/attributes/plan`.
@@ -90,6 +100,8 @@ class Respondent(BaseModel):
     email: EmailStr | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
     external_id: Annotated[str, Field(max_length=128)] | None = None
+
+    _no_nul = field_validator("name", "external_id")(_without_nul)
 
 
 class ResponseIn(BaseModel):
@@ -116,6 +128,18 @@ class ResponseIn(BaseModel):
     submitted_at: Annotated[AwareDatetime, AfterValidator(_not_too_far_in_future)]
     locale: Annotated[str, Field(min_length=2, max_length=35)] | None = None
     attributes: Attributes = Field(default_factory=dict)
+
+    _no_nul = field_validator("response_id", "account_id", "touchpoint", "comment", "locale")(
+        _without_nul
+    )
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes_without_nul(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            _without_nul(key)
+            _without_nul(item)
+        return value
 
     @field_validator("touchpoint")
     @classmethod
