@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from deploy.local.infra import (
     PostgresServer,
 )
 from deploy.local.mail_sink import start_mail_sink
+from deploy.local.ports import free_port, port_is_free
 from deploy.local.services import SERVICES, ServiceProcess, ServiceSpec, say, why_not_runnable
 
 DEFAULT_SMTP_PORT = 1025
@@ -87,23 +87,6 @@ class DevSecrets:
         path.write_text(json.dumps(created.__dict__, indent=2) + "\n")
         path.chmod(0o600)
         return created
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def choose_port(variable: str, default: int) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import smtplib
-import socket
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -13,13 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local.mail_sink import start_mail_sink
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+from deploy.local.ports import free_port
 
 
 @pytest.fixture

@@ -22,17 +22,11 @@ import pytest
 
 from deploy.local.banner import Banner, SkippedService
 from deploy.local.infra import REPO_ROOT, KafkaBroker, PostgresServer
+from deploy.local.ports import free_port
 from deploy.local.runner import DevSecrets, RunnerError, choose_port, ingest_token
 from deploy.local.services import SERVICES
 
 BANNER_READY = "npsloop is running. Ctrl-C stops everything."
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from deploy.local.ports import free_port
 from deploy.local.services import ServiceProcess, ServiceSpec, defines_main, why_not_runnable
 
 FAKE_SERVICE_MAIN = """
@@ -45,13 +45,6 @@ def write_package(root: Path, name: str, main_source: str | None) -> None:
     (package / "__init__.py").write_text("")
     if main_source is not None:
         (package / "__main__.py").write_text(main_source)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.mark.parametrize(

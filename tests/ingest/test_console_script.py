@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.local.ports import free_port
 from tests.ingest.conftest import BEARER, TOKEN, read_topic, sources, valid_response
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 SCRIPT = Path(sys.executable).parent / "npsloop-ingest"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def ingest_env(bootstrap: str, topic: str, **extra: str) -> dict[str, str]:
