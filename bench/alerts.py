@@ -385,9 +385,13 @@ async def post_one(
         "comment": "The parcel arrived late and support never called back.",
         "submitted_at": datetime.now(UTC).isoformat(),
     }
-    answer = await client.post(
-        "/v1/responses", json=body, headers={"Authorization": f"Bearer {INGEST_TOKEN}"}
-    )
+    try:
+        answer = await client.post(
+            "/v1/responses", json=body, headers={"Authorization": f"Bearer {INGEST_TOKEN}"}
+        )
+    except httpx.HTTPError:
+        posted.refused += 1  # not accepted, so not expected anywhere
+        return
     if answer.status_code == 202:
         posted.accepted[str(alert_id_for("api", response_id))] = time.perf_counter()
     else:
@@ -464,7 +468,10 @@ def print_latency(result: LatencyResult, args: argparse.Namespace) -> None:
         f"\nLatency: {args.rate:g} responses/s for {args.duration:g} s, {args.accounts} accounts,"
         f" {args.replicas} alerts process(es)"
     )
-    print(f"  accepted by ingest      {result.accepted}  (refused: {result.refused_by_ingest})")
+    print(
+        f"  accepted by ingest      {result.accepted}"
+        f"  (refused or unanswered: {result.refused_by_ingest})"
+    )
     print(f"  messages expected       {result.expected}")
     print(f"  received                {result.received}")
     print(f"  lost                    {result.lost}")
