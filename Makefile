@@ -43,7 +43,7 @@ pytest: install ## The test suite (starts its own Kafka and PostgreSQL)
 
 bench-ingest: install ## Ingest throughput/latency vs a bare ASGI app, measured in one run
 	@command -v wrk >/dev/null || apt-get install -y wrk
-	$(PY) bench/ingest.py $(BENCH_ARGS)
+	$(PY) -m bench.ingest $(BENCH_ARGS)
 
 bench-alerts: install ## Alerts end-to-end latency and delivery throughput
 	$(PY) bench/alerts.py $(BENCH_ARGS)

@@ -5,7 +5,7 @@ Starts its own Kafka (deploy/local/kafka.sh, fresh data dir), `npsloop-ingest` a
 each with wrk (32 connections) in alternating rounds and prints medians and the ratio ingest/bare.
 Figures are only meaningful as ratios measured in the same run on the same machine.
 
-    make bench-ingest            # or: .venv/bin/python bench/ingest.py --help
+    make bench-ingest            # or: .venv/bin/python -m bench.ingest --help
 """
 
 from __future__ import annotations
