@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.local.infra import TEST_SERVER_ENV, KafkaBroker, PostgresServer  # noqa: E402
 from npsloop_alerts.alerting.service import alert_id_for  # noqa: E402
+from npsloop_alerts.delivery.http_transport import LeanHttpTransport  # noqa: E402
 from tests.fakes.slack_api import DEFAULT_BOT_TOKEN, FakeSlack  # noqa: E402
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram  # noqa: E402
 
@@ -61,6 +62,7 @@ VENV_BIN = Path(sys.executable).parent
 INGEST_TOKEN = "bench-ingest-token-0123456789"  # noqa: S105 - a local, throwaway stack
 ADMIN_TOKEN = "bench-admin-token-0123456789"  # noqa: S105 - a local, throwaway stack
 CHANNELS = ("email", "slack", "telegram")
+POST_CONNECTIONS = 64
 # Every message names its alert (reference line, full-text link); receivers key arrivals on it.
 ALERT_IN_TEXT = re.compile(rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 ALERT_IN_MESSAGE_ID = re.compile(
@@ -358,22 +360,32 @@ async def post_steadily(
     posted: Posted,
     prefix: str,
 ) -> None:
-    """Open loop: response n is sent at start + n/rate whether or not earlier ones finished."""
+    """Open loop: response n is sent at start + n/rate whether or not earlier ones finished.
+
+    At most `POST_CONNECTIONS` are in flight; the rest wait here rather than inside the HTTP
+    client, whose bookkeeping grows with its queue (the poster must not be the bottleneck).
+    """
     total = int(rate * duration)
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=ingest_url, timeout=30, limits=limits) as client:
+    transport = LeanHttpTransport(max_connections=POST_CONNECTIONS)
+    turns = asyncio.Semaphore(POST_CONNECTIONS)
+    async with httpx.AsyncClient(base_url=ingest_url, timeout=30, transport=transport) as client:
         started = time.perf_counter()
         tasks = []
         for n in range(total):
             delay = started + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post_one(client, n, accounts, posted, prefix)))
+            tasks.append(asyncio.create_task(post_one(client, turns, n, accounts, posted, prefix)))
         await asyncio.gather(*tasks)
 
 
-async def post_one(
-    client: httpx.AsyncClient, n: int, accounts: int, posted: Posted, prefix: str
+async def post_one(  # noqa: PLR0917 - one call site, all positional by design
+    client: httpx.AsyncClient,
+    turns: asyncio.Semaphore,
+    n: int,
+    accounts: int,
+    posted: Posted,
+    prefix: str,
 ) -> None:
     response_id = f"{prefix}-{n}"
     body = {
@@ -386,9 +398,10 @@ async def post_one(
         "submitted_at": datetime.now(UTC).isoformat(),
     }
     try:
-        answer = await client.post(
-            "/v1/responses", json=body, headers={"Authorization": f"Bearer {INGEST_TOKEN}"}
-        )
+        async with turns:
+            answer = await client.post(
+                "/v1/responses", json=body, headers={"Authorization": f"Bearer {INGEST_TOKEN}"}
+            )
     except httpx.HTTPError:
         posted.refused += 1  # not accepted, so not expected anywhere
         return
