@@ -235,6 +235,7 @@ def alerts_env(
         "NPSLOOP_LOG_LEVEL": "WARNING",
         "NPSLOOP_LOG_FORMAT": "text",
         "NPSLOOP_DATABASE_POOL_SIZE": "10",
+        "NPSLOOP_ALERTS_CONSUMER_INSTANCES": str(args.consumers),
     }
     if lifted:
         env |= {
@@ -706,6 +707,9 @@ def parse_args() -> argparse.Namespace:
         help="one throughput pass per comma-separated channel set (default: all, then chat)",
     )
     parser.add_argument("--replicas", type=int, default=1, help="npsloop-alerts processes")
+    parser.add_argument(
+        "--consumers", type=int, default=6, help="consumer group members per alerts process"
+    )
     parser.add_argument("--claim-batch", type=int, default=200, help="throughput claim batch")
     parser.add_argument("--max-in-flight", type=int, default=512, help="throughput in-flight")
     parser.add_argument("--smtp-connections", type=int, default=16, help="SMTP pool size")
