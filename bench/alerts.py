@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deploy.local.infra import TEST_SERVER_ENV, KafkaBroker, PostgresServer  # noqa: E402
+from deploy.local.ports import free_port  # noqa: E402
 from npsloop_alerts.alerting.service import alert_id_for  # noqa: E402
 from npsloop_alerts.delivery.http_transport import LeanHttpTransport  # noqa: E402
 from tests.fakes.slack_api import DEFAULT_BOT_TOKEN, FakeSlack  # noqa: E402
@@ -153,13 +153,6 @@ async def start_receivers() -> Receivers:
 
 
 # --- processes ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

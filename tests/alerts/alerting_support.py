@@ -11,7 +11,6 @@ import email
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from deploy.local.ports import free_port
 from npsloop_alerts.alerting.repository import AlertRepository
 from npsloop_shared.contracts import ResponseReceived, bucket_for
 from npsloop_shared.db import session_scope
@@ -264,14 +264,6 @@ class Pipeline:
             within=within,
         )
         return (await self.deliveries(alert_id))[channel]
-
-
-def free_port() -> int:
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class ServiceProcess:
