@@ -23,6 +23,7 @@ CATALOG_DOMAIN: Final = "alerts"
 _BY_LANGUAGE: Final = {"en": "en", "pt": "pt_BR", "zh": "zh_CN"}
 
 
+@cache
 def resolve_locale(tag: str | None) -> str:
     """The supported locale closest to a BCP 47 tag (`pt-BR`, `pt_PT`, `zh-Hans-CN`, `en-GB`).
 
@@ -64,13 +65,21 @@ def translations(locale: str) -> Translations:
 def format_moment(moment: datetime, zone: ZoneInfo, locale: str) -> str:
     """A date and time in the recipient's timezone and locale, with the zone's short name:
     `Mar 2, 2026, 12:05 PM EST`, `2 de mar. de 2026 14:05 BRT`, `2026年3月3日 01:05 +0800`."""
-    return format_datetime(moment, _moment_pattern(locale), tzinfo=zone, locale=locale)
+    return format_datetime(
+        moment, _moment_pattern(locale), tzinfo=zone, locale=_babel_locale(locale)
+    )
+
+
+@cache
+def _babel_locale(locale: str) -> Locale:
+    # Parsing a locale reads CLDR data: per message that was ~14% of a chat send's CPU.
+    return Locale.parse(locale)
 
 
 @cache
 def _moment_pattern(locale: str) -> str:
     """CLDR's medium date + short time, joined the locale's way, then the zone: one pattern."""
-    babel_locale = Locale.parse(locale)
+    babel_locale = _babel_locale(locale)
     date_pattern = babel_locale.date_formats["medium"].pattern
     time_pattern = babel_locale.time_formats["short"].pattern
     joined = str(babel_locale.datetime_formats["medium"])
