@@ -10,6 +10,7 @@ Subclasses implement `endpoint_of(path)` (a short name such as `chat.postMessage
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import math
@@ -105,7 +106,7 @@ class _SignalFreeServer(uvicorn.Server):
         yield
 
 
-class LocalHttpServer:
+class LocalHttpServer(abc.ABC):
     """Base class: start with `async with Fake() as fake:` (or `await fake.start()`)."""
 
     def __init__(self) -> None:
@@ -196,11 +197,13 @@ class LocalHttpServer:
 
     # -- request handling ------------------------------------------------------------------
 
+    @abc.abstractmethod
     def endpoint_of(self, path: str) -> str:
-        raise NotImplementedError
+        """The endpoint name a request path belongs to (what scripts and `received` key on)."""
 
+    @abc.abstractmethod
     async def answer(self, request: Request, body: bytes, endpoint: str) -> Response:
-        raise NotImplementedError
+        """The vendor's answer to one request that no script replaced."""
 
     def _next_scripted(self, endpoint: str) -> Scripted | None:
         for index, (wanted, reply) in enumerate(self._script):

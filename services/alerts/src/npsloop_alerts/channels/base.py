@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from abc import abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -110,8 +111,9 @@ class _Ref(BaseModel):
         return False
 
     @property
+    @abstractmethod
     def external_id(self) -> str:
-        raise NotImplementedError
+        """The vendor's id of the sent message (Message-ID, ts, message_id, webhook-id)."""
 
 
 class EmailRef(_Ref):
