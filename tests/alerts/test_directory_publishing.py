@@ -20,11 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from deploy.local.infra import KafkaBrokerFactory
 from npsloop_alerts.directory.models import OutboxMessage
-from npsloop_alerts.directory.relay import OutboxRelay
+from npsloop_alerts.directory.relay import DIRECTORY_OUTBOX
 from npsloop_alerts.directory.repository import OUTBOX_RELAY_LOCK_KEY, OutboxRepository
 from npsloop_alerts.directory.schemas import AccountIn, PersonIn
 from npsloop_alerts.directory.service import DirectoryService
 from npsloop_alerts.kafka import KafkaConnection
+from npsloop_alerts.outbox import OutboxRelay
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.contracts import ACCOUNTS_TOPIC, AccountUpserted
 from npsloop_shared.db import SessionMaker, create_engine, create_sessionmaker, session_scope
@@ -193,7 +194,7 @@ async def test_only_one_relay_publishes_at_a_time(
 ) -> None:
     async with session_scope(sessionmaker) as session:
         await DirectoryService(session).upsert_account(f"lock-{unique_name}", AccountIn(name="L"))
-    relay = OutboxRelay(sessionmaker, _unconnected_kafka())
+    relay = OutboxRelay(DIRECTORY_OUTBOX, sessionmaker, _unconnected_kafka())
 
     async with sessionmaker() as other_replica, other_replica.begin():
         await other_replica.execute(
@@ -220,7 +221,9 @@ async def test_changes_made_while_kafka_is_down_are_published_when_it_returns(
     bootstrap = broker.bootstrap_servers
     producer = KafkaProducer(bootstrap, ack_timeout=2)
     kafka = KafkaConnection(bootstrap, producer, [compacted_topic(ACCOUNTS_TOPIC, partitions=1)])
-    relay = OutboxRelay(sessionmaker, kafka, poll_interval=0.05, retention=timedelta(days=1))
+    relay = OutboxRelay(
+        DIRECTORY_OUTBOX, sessionmaker, kafka, poll_interval=0.05, retention=timedelta(days=1)
+    )
     await kafka.start()
     await relay.start()
     try:

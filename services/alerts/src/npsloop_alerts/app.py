@@ -20,10 +20,11 @@ from npsloop_alerts.alerting.components import alerting_components, alerting_top
 from npsloop_alerts.alerting.endpoints import router as alerts_router
 from npsloop_alerts.delivery.endpoints import router as deliveries_router
 from npsloop_alerts.directory.endpoints import router as directory_router
-from npsloop_alerts.directory.relay import OutboxRelay
+from npsloop_alerts.directory.relay import DIRECTORY_OUTBOX
 from npsloop_alerts.health import router as health_router
 from npsloop_alerts.kafka import KafkaConnection
 from npsloop_alerts.lifecycle import Component
+from npsloop_alerts.outbox import OutboxRelay
 from npsloop_alerts.routing.endpoints import router as routing_router
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.contracts import ACCOUNTS_TOPIC
@@ -73,6 +74,7 @@ def build_components(resources: Resources) -> list[Component]:
     return [
         resources.kafka,
         OutboxRelay(
+            DIRECTORY_OUTBOX,
             resources.sessionmaker,
             resources.kafka,
             poll_interval=settings.outbox_poll_interval_seconds,

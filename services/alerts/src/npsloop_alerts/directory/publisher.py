@@ -1,7 +1,8 @@
 """Turns directory changes into `npsloop.accounts.v1` records, written to the outbox.
 
 The record is written in the same transaction as the change, so a change is published if and only
-if it committed. The relay (`directory.relay`) publishes outbox rows in order.
+if it committed. The outbox relay (`npsloop_alerts.outbox`, configured in `directory.relay`)
+publishes outbox rows in order.
 """
 
 from __future__ import annotations
