@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter
+
+from npsloop_alerts.metrics import PerRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +49,4 @@ class AlertingMetrics:
         )
 
 
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, AlertingMetrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def alerting_metrics(registry: CollectorRegistry | None = None) -> AlertingMetrics:
-    target = REGISTRY if registry is None else registry
-    metrics = _by_registry.get(target)
-    if metrics is None:
-        metrics = _by_registry[target] = AlertingMetrics.register(target)
-    return metrics
+alerting_metrics = PerRegistry(AlertingMetrics.register)

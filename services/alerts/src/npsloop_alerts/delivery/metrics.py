@@ -5,12 +5,12 @@ Consumer lag is exported by the shared consumer wrapper (`npsloop_consumer_lag`)
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from npsloop_alerts.delivery.repository import QueueStats
+from npsloop_alerts.metrics import PerRegistry
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -83,14 +83,4 @@ class DeliveryMetrics:
         self.oldest_due_seconds.set(stats.oldest_due_age_seconds)
 
 
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, DeliveryMetrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def delivery_metrics(registry: CollectorRegistry | None = None) -> DeliveryMetrics:
-    target = REGISTRY if registry is None else registry
-    metrics = _by_registry.get(target)
-    if metrics is None:
-        metrics = _by_registry[target] = DeliveryMetrics.register(target)
-    return metrics
+delivery_metrics = PerRegistry(DeliveryMetrics.register)
