@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from npsloop_alerts.alerting.models import Alert
@@ -16,8 +19,8 @@ from npsloop_alerts.alerting.schemas import AlertDetailOut, AlertOut
 from npsloop_alerts.auth import AdminAuth
 from npsloop_alerts.delivery.schemas import delivery_out
 from npsloop_alerts.delivery.service import DeliveryService
-from npsloop_alerts.openapi import ADMIN_ERRORS, problem_responses
-from npsloop_alerts.pagination import Page, Paging, make_page
+from npsloop_alerts.pagination import Page, Paging
+from npsloop_alerts.routes import get_route, list_route
 from npsloop_shared.contracts import AlertStatus, Bucket
 from npsloop_shared.db import DbSession
 from npsloop_shared.errors import NotFound
@@ -65,33 +68,30 @@ def alert_filter(
     return AlertFilter(account_id, bucket, status, owner_id, source, created_after, created_before)
 
 
-@router.get(
-    "/alerts",
-    summary="List alerts",
-    description="Newest first. `created_after` is inclusive, `created_before` exclusive.",
-    response_model=Page[AlertOut],
-    responses=problem_responses(*ADMIN_ERRORS, 422),
-)
-async def list_alerts(
-    request: Request,
-    session: DbSession,
-    paging: Paging,
-    where: Annotated[AlertFilter, Depends(alert_filter)],
-) -> Page[AlertOut]:
+async def alerts_page(
+    session: AsyncSession, where: AlertFilter, *, limit: int, offset: int
+) -> tuple[Sequence[Alert], int]:
+    """Alerts matching `where`, newest first, and how many match."""
     conditions = where.conditions()
     total = await session.scalar(select(func.count()).select_from(Alert).where(*conditions))
     query = select(Alert).where(*conditions).order_by(Alert.created_at.desc(), Alert.id)
-    rows = (await session.scalars(query.limit(paging.limit).offset(paging.offset))).all()
-    items = [AlertOut.model_validate(row) for row in rows]
-    return make_page(request, items, total=total or 0, params=paging)
+    rows = (await session.scalars(query.limit(limit).offset(offset))).all()
+    return rows, total or 0
 
 
-@router.get(
-    "/alerts/{alert_id}",
-    summary="Get an alert with its deliveries",
-    response_model=AlertDetailOut,
-    responses=problem_responses(*ADMIN_ERRORS, 404),
+@list_route(
+    router,
+    "/alerts",
+    summary="List alerts",
+    description="Newest first. `created_after` is inclusive, `created_before` exclusive.",
 )
+async def list_alerts(
+    session: DbSession, paging: Paging, where: Annotated[AlertFilter, Depends(alert_filter)]
+) -> Page[AlertOut]:
+    return await paging.fetch(partial(alerts_page, session, where), AlertOut.model_validate)
+
+
+@get_route(router, "/alerts/{alert_id}", summary="Get an alert with its deliveries")
 async def get_alert(alert_id: uuid.UUID, session: DbSession) -> AlertDetailOut:
     alert = await session.get(Alert, alert_id)
     if alert is None:

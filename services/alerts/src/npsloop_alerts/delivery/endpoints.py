@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from npsloop_alerts.auth import AdminAuth
 from npsloop_alerts.delivery.models import DeliveryPurpose, DeliveryStatus
@@ -17,7 +18,8 @@ from npsloop_alerts.delivery.schemas import (
 )
 from npsloop_alerts.delivery.service import DeliveryFilter, DeliveryService
 from npsloop_alerts.openapi import ADMIN_ERRORS, problem_responses
-from npsloop_alerts.pagination import Page, Paging, make_page
+from npsloop_alerts.pagination import Page, Paging
+from npsloop_alerts.routes import get_route, list_route
 from npsloop_alerts.routing.rules import Channel
 from npsloop_shared.db import DbSession
 
@@ -41,31 +43,19 @@ def delivery_filter(
     )
 
 
-@router.get(
+@list_route(
+    router,
     "/deliveries",
     summary="List deliveries",
     description="Newest first. Filter by status (e.g. `dead` to find what needs a re-drive).",
-    response_model=Page[DeliveryOut],
-    responses=problem_responses(*ADMIN_ERRORS, 422),
 )
 async def list_deliveries(
-    request: Request,
-    session: DbSession,
-    paging: Paging,
-    where: Annotated[DeliveryFilter, Depends(delivery_filter)],
+    session: DbSession, paging: Paging, where: Annotated[DeliveryFilter, Depends(delivery_filter)]
 ) -> Page[DeliveryOut]:
-    rows, total = await DeliveryService(session).page(
-        where, limit=paging.limit, offset=paging.offset
-    )
-    return make_page(request, [delivery_out(row) for row in rows], total=total, params=paging)
+    return await paging.fetch(partial(DeliveryService(session).page, where), delivery_out)
 
 
-@router.get(
-    "/deliveries/{delivery_id}",
-    summary="Get a delivery with every attempt",
-    response_model=DeliveryDetailOut,
-    responses=problem_responses(*ADMIN_ERRORS, 404),
-)
+@get_route(router, "/deliveries/{delivery_id}", summary="Get a delivery with every attempt")
 async def get_delivery(delivery_id: uuid.UUID, session: DbSession) -> DeliveryDetailOut:
     service = DeliveryService(session)
     delivery = await service.get(delivery_id)

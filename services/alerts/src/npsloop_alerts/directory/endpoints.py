@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Path, Response
 
 from npsloop_alerts.auth import AdminAuth
 from npsloop_alerts.directory.schemas import (
@@ -19,9 +19,10 @@ from npsloop_alerts.directory.schemas import (
     TeamIn,
     TeamOut,
 )
-from npsloop_alerts.directory.service import DirectoryService, Upserted
+from npsloop_alerts.directory.service import DirectoryService
 from npsloop_alerts.openapi import ADMIN_ERRORS, problem_responses
-from npsloop_alerts.pagination import Page, Paging, make_page
+from npsloop_alerts.pagination import Page, Paging
+from npsloop_alerts.routes import delete_route, get_route, list_route, mark_created, upsert_route
 from npsloop_shared.db import DbSession
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
@@ -33,69 +34,45 @@ AccountId = Annotated[
 router = APIRouter(prefix="/v1", dependencies=[AdminAuth])
 
 
-def _upsert_status(response: Response, outcome: Upserted, location: str) -> None:
-    if outcome.created:
-        response.status_code = status.HTTP_201_CREATED
-        response.headers["Location"] = location
-
-
 # --- people -----------------------------------------------------------------------------------
 
 
-@router.get(
-    "/people",
-    tags=["people"],
-    summary="List people",
-    response_model=Page[PersonOut],
-    responses=problem_responses(*ADMIN_ERRORS, 422),
-)
-async def list_people(request: Request, session: DbSession, paging: Paging) -> Page[PersonOut]:
-    people, total = await DirectoryService(session).list_people(
-        limit=paging.limit, offset=paging.offset
-    )
-    items = [PersonOut.model_validate(person) for person in people]
-    return make_page(request, items, total=total, params=paging)
+@list_route(router, "/people", tags=["people"], summary="List people")
+async def list_people(session: DbSession, paging: Paging) -> Page[PersonOut]:
+    return await paging.fetch(DirectoryService(session).list_people, PersonOut.model_validate)
 
 
-@router.get(
-    "/people/{person_id}",
-    tags=["people"],
-    summary="Get a person",
-    response_model=PersonOut,
-    responses=problem_responses(*ADMIN_ERRORS, 404),
-)
+@get_route(router, "/people/{person_id}", tags=["people"], summary="Get a person")
 async def get_person(person_id: PersonId, session: DbSession) -> PersonOut:
     return PersonOut.model_validate(await DirectoryService(session).get_person(person_id))
 
 
-@router.put(
+@upsert_route(
+    router,
     "/people/{person_id}",
+    PersonOut,
     tags=["people"],
     summary="Create or replace a person",
     description="Idempotent. A change to name, email, locale, timezone or active republishes "
     "every account the person is a contact of on `npsloop.accounts.v1`.",
-    response_model=PersonOut,
-    responses={
-        201: {"model": PersonOut, "description": "Created."},
-        **problem_responses(*ADMIN_ERRORS, 409, 422),
-    },
 )
 async def put_person(
     person_id: PersonId, body: PersonIn, session: DbSession, response: Response
 ) -> PersonOut:
     person, outcome = await DirectoryService(session).upsert_person(person_id, body)
-    _upsert_status(response, outcome, f"/v1/people/{person_id}")
+    if outcome.created:
+        mark_created(response, f"/v1/people/{person_id}")
     return PersonOut.model_validate(person)
 
 
-@router.delete(
+@delete_route(
+    router,
     "/people/{person_id}",
+    409,
     tags=["people"],
     summary="Delete a person",
     description="Refused (409) while an account, the team configuration or a rule refers to "
     "the person; reassign those first or set `active` to false.",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(*ADMIN_ERRORS, 404, 409),
 )
 async def delete_person(person_id: PersonId, session: DbSession) -> None:
     await DirectoryService(session).delete_person(person_id)
@@ -104,60 +81,42 @@ async def delete_person(person_id: PersonId, session: DbSession) -> None:
 # --- accounts ---------------------------------------------------------------------------------
 
 
-@router.get(
-    "/accounts",
-    tags=["accounts"],
-    summary="List accounts",
-    response_model=Page[AccountOut],
-    responses=problem_responses(*ADMIN_ERRORS, 422),
-)
-async def list_accounts(request: Request, session: DbSession, paging: Paging) -> Page[AccountOut]:
-    accounts, total = await DirectoryService(session).list_accounts(
-        limit=paging.limit, offset=paging.offset
-    )
-    items = [AccountOut.model_validate(account) for account in accounts]
-    return make_page(request, items, total=total, params=paging)
+@list_route(router, "/accounts", tags=["accounts"], summary="List accounts")
+async def list_accounts(session: DbSession, paging: Paging) -> Page[AccountOut]:
+    return await paging.fetch(DirectoryService(session).list_accounts, AccountOut.model_validate)
 
 
-@router.get(
-    "/accounts/{account_id}",
-    tags=["accounts"],
-    summary="Get an account",
-    response_model=AccountOut,
-    responses=problem_responses(*ADMIN_ERRORS, 404),
-)
+@get_route(router, "/accounts/{account_id}", tags=["accounts"], summary="Get an account")
 async def get_account(account_id: AccountId, session: DbSession) -> AccountOut:
     return AccountOut.model_validate(await DirectoryService(session).get_account(account_id))
 
 
-@router.put(
+@upsert_route(
+    router,
     "/accounts/{account_id}",
+    AccountOut,
     tags=["accounts"],
     summary="Create or replace an account",
     description="Idempotent upsert. `owner_id`, `backup_owner_id` and `manager_id` must name "
     "existing people (422 names the field otherwise). Every effective change is published "
     "to `npsloop.accounts.v1`.",
-    response_model=AccountOut,
-    responses={
-        201: {"model": AccountOut, "description": "Created."},
-        **problem_responses(*ADMIN_ERRORS, 409, 422),
-    },
 )
 async def put_account(
     account_id: AccountId, body: AccountIn, session: DbSession, response: Response
 ) -> AccountOut:
     account, outcome = await DirectoryService(session).upsert_account(account_id, body)
-    _upsert_status(response, outcome, f"/v1/accounts/{account_id}")
+    if outcome.created:
+        mark_created(response, f"/v1/accounts/{account_id}")
     return AccountOut.model_validate(account)
 
 
-@router.delete(
+@delete_route(
+    router,
     "/accounts/{account_id}",
+    409,
     tags=["accounts"],
     summary="Delete an account",
     description="Publishes a tombstone (null value) for the account on `npsloop.accounts.v1`.",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(*ADMIN_ERRORS, 404, 409),
 )
 async def delete_account(account_id: AccountId, session: DbSession) -> None:
     await DirectoryService(session).delete_account(account_id)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Path, Response, status
 
 from npsloop_alerts.auth import AdminAuth, Settings
 from npsloop_alerts.openapi import ADMIN_ERRORS, problem_responses
-from npsloop_alerts.pagination import Page, Paging, make_page
+from npsloop_alerts.pagination import Page, Paging
+from npsloop_alerts.routes import delete_route, get_route, list_route, mark_created, upsert_route
 from npsloop_alerts.routing.engine import ResponseFacts
 from npsloop_alerts.routing.rules import RuleDefinition
 from npsloop_alerts.routing.schemas import (
@@ -28,17 +29,15 @@ RuleId = Annotated[str, Path(pattern=RULE_ID_PATTERN, description="The rule's id
 router = APIRouter(prefix="/v1", dependencies=[AdminAuth])
 
 
-@router.get(
+@list_route(
+    router,
     "/rules",
     tags=["rules"],
     summary="List routing rules",
     description="In evaluation order: by priority (lower first), then id.",
-    response_model=Page[RuleOut],
-    responses=problem_responses(*ADMIN_ERRORS, 422),
 )
-async def list_rules(request: Request, session: DbSession, paging: Paging) -> Page[RuleOut]:
-    rules, total = await RuleService(session).list(limit=paging.limit, offset=paging.offset)
-    return make_page(request, [rule_out(rule) for rule in rules], total=total, params=paging)
+async def list_rules(session: DbSession, paging: Paging) -> Page[RuleOut]:
+    return await paging.fetch(RuleService(session).list, rule_out)
 
 
 @router.post(
@@ -55,44 +54,24 @@ async def create_rule(body: RuleCreate, session: DbSession, response: Response) 
     return rule_out(rule)
 
 
-@router.get(
-    "/rules/{rule_id}",
-    tags=["rules"],
-    summary="Get a routing rule",
-    response_model=RuleOut,
-    responses=problem_responses(*ADMIN_ERRORS, 404),
-)
+@get_route(router, "/rules/{rule_id}", tags=["rules"], summary="Get a routing rule")
 async def get_rule(rule_id: RuleId, session: DbSession) -> RuleOut:
     return rule_out(await RuleService(session).get(rule_id))
 
 
-@router.put(
-    "/rules/{rule_id}",
-    tags=["rules"],
-    summary="Create or replace a routing rule",
-    response_model=RuleOut,
-    responses={
-        201: {"model": RuleOut, "description": "Created."},
-        **problem_responses(*ADMIN_ERRORS, 409, 422),
-    },
+@upsert_route(
+    router, "/rules/{rule_id}", RuleOut, tags=["rules"], summary="Create or replace a routing rule"
 )
 async def put_rule(
     rule_id: RuleId, body: RuleDefinition, session: DbSession, response: Response
 ) -> RuleOut:
     rule, created = await RuleService(session).put(rule_id, body)
     if created:
-        response.status_code = status.HTTP_201_CREATED
-        response.headers["Location"] = f"/v1/rules/{rule_id}"
+        mark_created(response, f"/v1/rules/{rule_id}")
     return rule_out(rule)
 
 
-@router.delete(
-    "/rules/{rule_id}",
-    tags=["rules"],
-    summary="Delete a routing rule",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(*ADMIN_ERRORS, 404),
-)
+@delete_route(router, "/rules/{rule_id}", tags=["rules"], summary="Delete a routing rule")
 async def delete_rule(rule_id: RuleId, session: DbSession) -> None:
     await RuleService(session).delete(rule_id)
 
