@@ -66,6 +66,8 @@ INVALID_FIELDS: list[tuple[str, dict[str, Any], str, str]] = [
         "string_type",
     ),
     ("unknown field", {"nps": 9}, "/nps", "extra_forbidden"),
+    ("NUL in comment", {"comment": "late\x00"}, "/comment", "nul_character"),
+    ("NUL in attribute", {"attributes": {"plan": "p\x00"}}, "/attributes", "nul_character"),
     (
         "respondent email invalid",
         {"respondent": {"email": "not-an-email"}},
@@ -124,6 +126,15 @@ async def test_boundaries_are_accepted(ingest: Ingest) -> None:
 
     assert answer.status_code == 202, answer.text
     assert len(await ingest.landed(1)) == 1
+
+
+async def test_text_spelling_out_a_nul_escape_is_not_a_nul(ingest: Ingest) -> None:
+    # The JSON holds an escaped backslash then "u0000": six characters, no NUL.
+    answer = await ingest.post(valid_response(comment="see \\u0000 in the log"))
+
+    assert answer.status_code == 202, answer.text
+    [landed] = await ingest.landed(1)
+    assert landed.value["comment"] == "see \\u0000 in the log"
 
 
 async def test_every_invalid_field_is_reported_at_once(untouched: Ingest) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -34,6 +33,7 @@ from npsloop_shared.errors import install_problem_handlers
 from npsloop_shared.kafka.producer import BrokerUnavailable, KafkaProducer
 from npsloop_shared.kafka.topics import TopicCreationFailed, ensure_topics
 from npsloop_shared.logging import configure_logging
+from npsloop_shared.runtime import settle_garbage_collector
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,7 @@ def app_from_environment() -> IngestFront:
     settings = IngestSettings()
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    # Modules and the app live as long as the process: keep them out of the collector's way,
-    # which saves work on every full collection under load.
-    gc.freeze()
+    settle_garbage_collector()
     return app
 
 

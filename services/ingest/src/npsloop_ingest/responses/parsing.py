@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from npsloop_ingest.rejections import InvalidResponses, MalformedJson
-from npsloop_shared.contracts import ResponseBatchIn, ResponseIn
+from npsloop_shared.contracts import (
+    ResponseBatchIn,
+    ResponseBatchShape,
+    ResponseIn,
+    ResponseShape,
+    needs_python_checks,
+)
 from npsloop_shared.errors import NpsloopError, validation_problems
 
 # A batch's only member is "responses", so a batch body normally opens with it. Anything else is
@@ -22,10 +28,29 @@ from npsloop_shared.errors import NpsloopError, validation_problems
 _BATCH_OPENING = re.compile(rb'\s*\{\s*"responses"\s*:')
 
 
-def parse_responses(body: bytes) -> Sequence[ResponseIn]:
-    """The validated responses in `body`; raises `MalformedJson` or `InvalidResponses`."""
-    if _BATCH_OPENING.match(body):
-        return _parse_batch(body)
+def parse_responses(body: bytes) -> Sequence[ResponseShape]:
+    """The validated responses in `body`; raises `MalformedJson` or `InvalidResponses`.
+
+    The usual body is checked by the native-only `ResponseShape`; a body it refuses, or one
+    that might fail a Python-level check, is validated again by `ResponseIn`, whose problems
+    are the ones reported (so every invalid field is named, whichever check it failed).
+    """
+    is_batch = _BATCH_OPENING.match(body) is not None
+    try:
+        items = (
+            ResponseBatchShape.model_validate_json(body).responses
+            if is_batch
+            else (ResponseShape.model_validate_json(body),)
+        )
+    except ValidationError:
+        pass
+    else:
+        if not needs_python_checks(body, items):
+            return items
+    return _parse_batch(body) if is_batch else _parse_single(body)
+
+
+def _parse_single(body: bytes) -> Sequence[ResponseIn]:
     try:
         return (ResponseIn.model_validate_json(body),)
     except ValidationError as exc:
