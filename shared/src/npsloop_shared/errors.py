@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -98,8 +98,15 @@ def validation_problems(
     exc: ValidationError, *, prefix: tuple[str | int, ...] = ()
 ) -> list[dict[str, Any]]:
     """Every invalid field as `{"pointer": "/responses/3/score", "detail": ...}` (RFC 6901)."""
+    return _field_problems(exc.errors(include_url=False, include_input=False), prefix=prefix)
+
+
+def _field_problems(
+    errors: Iterable[Mapping[str, Any]], *, prefix: tuple[str | int, ...] = ()
+) -> list[dict[str, Any]]:
+    """pydantic's error dicts (`loc`, `msg`, `type`) as problem `errors` with JSON pointers."""
     problems = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in errors:
         location = (*prefix, *error["loc"])
         detail = error["msg"]
         if location and location[-1] == "[key]":
@@ -135,24 +142,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        errors = []
-        for error in exc.errors():
-            location = [str(part) for part in error.get("loc", ())]
-            errors.append(
-                {
-                    "pointer": "/" + "/".join(location),
-                    "detail": error.get("msg", ""),
-                    "type": error.get("type", ""),
-                }
-            )
-        return problem_response(
-            422,
-            "Unprocessable Content",
-            "The request is not valid.",
-            type_slug="validation-failed",
-            errors=errors,
-            instance=request.url.path,
+        problem = ValidationFailed(
+            "The request is not valid.", errors=_field_problems(exc.errors())
         )
+        return error_response(problem, instance=request.url.path)
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
