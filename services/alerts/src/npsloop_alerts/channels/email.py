@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
-from functools import cache
+from email.utils import format_datetime, formataddr
+from functools import cache, lru_cache
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -42,6 +41,7 @@ from npsloop_alerts.channels.base import (
 from npsloop_alerts.channels.escaping import plain_text, single_line, truncate
 from npsloop_alerts.channels.i18n import bcp47, translations
 from npsloop_alerts.channels.message import AlertMessage, InlineImage, RenderedEmail
+from npsloop_alerts.channels.mime import alert_email
 from npsloop_alerts.channels.presentation import AlertPresentation, present
 
 EMAIL_COMMENT_CHARS: Final = 3_000
@@ -182,45 +182,38 @@ def _email_comment(presentation: AlertPresentation) -> tuple[str | None, bool]:
 
 def build_mime(
     rendered: RenderedEmail, destination: EmailDestination, identity: EmailIdentity
-) -> EmailMessage:
-    """multipart/alternative: text/plain, then text/html (inside multipart/related when the HTML
-    shows inline images)."""
-    mime = EmailMessage()
-    mime["Subject"] = rendered.subject
-    mime["From"] = Address(display_name=identity.from_name, addr_spec=identity.from_address)
-    mime["To"] = _recipient(destination)
-    mime["Message-ID"] = rendered.message_id
-    mime["Date"] = format_datetime(_utc_now())
-    mime["Auto-Submitted"] = "auto-generated"
-    # Ask Exchange/Outlook not to answer with out-of-office or read receipts.
-    mime["X-Auto-Response-Suppress"] = "All"
-    mime.set_content(rendered.text, subtype="plain", cte="quoted-printable")
-    mime.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    # After add_alternative: making the message multipart moves Content-* headers into part 1.
-    mime["Content-Language"] = rendered.locale
-    if rendered.inline_images:
-        html_part = mime.get_body(preferencelist=("html",))
-        assert isinstance(html_part, EmailMessage)
-        for image in rendered.inline_images:
-            html_part.add_related(
-                image.data,
-                maintype="image",
-                subtype=image.subtype,
-                cid=f"<{image.content_id}>",
-                filename=image.filename,
-                disposition="inline",
-            )
-    return mime
+) -> bytes:
+    """The message as SMTP sends it: multipart/alternative, text/plain then text/html (inside
+    multipart/related when the HTML shows inline images); see `mime.py`."""
+    return alert_email(
+        subject=rendered.subject,
+        headers=[
+            ("From", formataddr((identity.from_name, identity.from_address), charset="utf-8")),
+            ("To", _recipient(destination.name, destination.address)),
+            ("Message-ID", rendered.message_id),
+            ("Date", format_datetime(_utc_now())),
+            ("Auto-Submitted", "auto-generated"),
+            # Ask Exchange/Outlook not to answer with out-of-office or read receipts.
+            ("X-Auto-Response-Suppress", "All"),
+            ("Content-Language", rendered.locale),
+        ],
+        text=rendered.text,
+        html=rendered.html,
+        inline_images=rendered.inline_images,
+    )
 
 
-def _recipient(destination: EmailDestination) -> Address:
+@lru_cache(maxsize=4096)  # recipients repeat; checking an address costs tens of microseconds
+def _recipient(name: str | None, address: str) -> str:
+    """The To header value, once the address is known to be a valid addr-spec."""
+    display_name = single_line(name) if name else ""
     try:
-        name = single_line(destination.name) if destination.name else ""
-        return Address(display_name=name, addr_spec=destination.address)
+        Address(display_name=display_name, addr_spec=address)
     except (HeaderParseError, ValueError, IndexError) as exc:
         raise DestinationConfigError(
             "email address is not valid", reason="invalid_address"
         ) from exc
+    return formataddr((display_name, address), charset="utf-8")
 
 
 def _utc_now() -> datetime:
@@ -317,8 +310,12 @@ class EmailProvider:
         watch = Stopwatch()
         try:
             async with self._pool.session() as client:
-                responses, _ = await client.send_message(
-                    mime, sender=self._identity.from_address, recipients=[destination.address]
+                responses, _ = await client.sendmail(
+                    self._identity.from_address,
+                    [destination.address],
+                    mime,
+                    # An internationalized mailbox needs the server's SMTPUTF8 (RFC 6531).
+                    mail_options=[] if destination.address.isascii() else ["SMTPUTF8"],
                 )
         except aiosmtplib.SMTPException as exc:
             raise classify_smtp_error(exc) from exc
