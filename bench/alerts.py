@@ -424,6 +424,45 @@ async def drain(receivers: Receivers, expected: int, stall: float) -> None:
         await asyncio.sleep(0.25)
 
 
+# --- where the CPU goes --------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CPU_ROLES = (
+    ("kafka.Kafka", "kafka"),
+    ("npsloop-alerts", "alerts"),
+    ("npsloop-ingest", "ingest"),
+    ("postgres", "postgresql"),
+)
+
+
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU time (user + system) of every live process on the machine, by what it is. This
+    process (the load generator and the vendor receivers) is `bench`; the rest `other`."""
+    totals: dict[str, float] = {}
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        if int(entry.name) == me:
+            role = "bench"
+        else:
+            role = next((name for marker, name in CPU_ROLES if marker in command), "other")
+        totals[role] = totals.get(role, 0.0) + seconds
+    return totals
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    # Processes that ended meanwhile drop out of `after`; never report negative use.
+    return {role: max(0.0, after.get(role, 0.0) - before.get(role, 0.0)) for role in after}
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -437,6 +476,8 @@ class LatencyResult:
     duplicates: int
     vendor_429s: int
     by_channel: dict[str, list[float]]
+    cpu: dict[str, float] = field(default_factory=dict)  # role → CPU s, posting and draining
+    wall_seconds: float = 0.0
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -493,6 +534,16 @@ def print_latency(result: LatencyResult, args: argparse.Namespace) -> None:
                 f"{percentile(values, 0.95):7.1f}  {percentile(values, 0.99):7.1f}  "
                 f"{max(values):7.1f}"
             )
+    if result.cpu and result.accepted:
+        print(
+            f"  CPU, posting and draining ({result.wall_seconds:.0f} s, {os.cpu_count()} CPUs):"
+            "  cores busy   ms per response"
+        )
+        for role, seconds in sorted(result.cpu.items(), key=lambda item: -item[1]):
+            print(
+                f"    {role:<12}{seconds / result.wall_seconds:>23.2f}"
+                f"{seconds * 1000 / result.accepted:>18.2f}"
+            )
 
 
 async def print_stages(database_url: str) -> None:
@@ -542,6 +593,7 @@ async def latency_phase(
         receivers.reset()
         posted = Posted()
         print(f"posting {int(args.rate * args.duration)} responses at {args.rate:g}/s …")
+        cpu_before, wall_before = cpu_seconds_by_role(), time.perf_counter()
         await post_steadily(
             ingest_url,
             rate=args.rate,
@@ -551,7 +603,11 @@ async def latency_phase(
             prefix="lat",
         )
         await drain(receivers, len(posted.accepted) * len(CHANNELS), args.drain)
-        return latency_result(posted, receivers)
+        cpu = cpu_used(cpu_before, cpu_seconds_by_role())
+        wall = time.perf_counter() - wall_before
+        result = latency_result(posted, receivers)
+        result.cpu, result.wall_seconds = cpu, wall
+        return result
 
 
 @dataclass
