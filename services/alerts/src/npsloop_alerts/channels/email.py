@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,12 +66,17 @@ class SmtpSettings:
     use_tls: bool = False  # implicit TLS (smtps://, port 465)
     start_tls: bool | None = None  # None: STARTTLS when the server offers it
     timeout: float = 10.0
+    # PEM CA bundle that verifies the server's certificate instead of the system's trust store
+    # (a private CA). Verification itself (chain and host name) is never switched off.
+    ca_file: str | None = None
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 10.0) -> SmtpSettings:
-        """`smtp://[user:password@]host[:port][?starttls=true|false]` or `smtps://…`.
+        """`smtp://[user:password@]host[:port][?starttls=true|false][&cafile=/path/ca.pem]` or
+        `smtps://…[?cafile=…]`.
 
         `starttls` absent means opportunistic STARTTLS; user and password are percent-decoded.
+        `cafile` replaces the system's trusted CAs for this server (like libpq's `sslrootcert`).
         """
         parts = urlsplit(url)
         if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
@@ -84,6 +90,7 @@ class SmtpSettings:
             use_tls=implicit_tls,
             start_tls=None if implicit_tls else _start_tls_option(parts.query),
             timeout=timeout,
+            ca_file=_ca_file_option(parts.query),
         )
 
 
@@ -97,6 +104,11 @@ def _start_tls_option(query: str) -> bool | None:
     if value in _FALSE:
         return False
     raise ValueError(f"starttls must be true or false, not {value!r}")
+
+
+def _ca_file_option(query: str) -> str | None:
+    values = parse_qs(query).get("cafile")
+    return values[-1] if values else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +267,9 @@ class _SmtpPool:
         return None
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        """A logged-in session. TLS (implicit or STARTTLS) always verifies the certificate chain
+        and host name; a certificate we cannot trust is our configuration (or someone in the
+        middle), so it is a `DestinationConfigError` and nothing is sent in clear text."""
         settings = self._settings
         client = aiosmtplib.SMTP(
             hostname=settings.host,
@@ -264,8 +279,18 @@ class _SmtpPool:
             use_tls=settings.use_tls,
             start_tls=settings.start_tls,
             timeout=settings.timeout,
+            tls_context=await _tls_context(settings.ca_file) if settings.ca_file else None,
         )
-        await client.connect()
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            verification = _certificate_failure(exc)
+            if verification is None:
+                raise
+            raise DestinationConfigError(
+                f"SMTP server certificate not trusted ({verification.verify_message})",
+                reason="smtp_tls_untrusted",
+            ) from exc
         return client
 
     async def aclose(self) -> None:
@@ -275,6 +300,29 @@ class _SmtpPool:
                 await pooled.client.quit()
             except (aiosmtplib.SMTPException, OSError):
                 pooled.client.close()
+
+
+async def _tls_context(ca_file: str) -> ssl.SSLContext:
+    """Server verification against `ca_file` only (loaded off the loop: it reads a file)."""
+    try:
+        return await asyncio.to_thread(ssl.create_default_context, cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise DestinationConfigError(
+            f"SMTP CA file cannot be loaded ({type(exc).__name__})", reason="smtp_ca_file"
+        ) from exc
+
+
+def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind `exc` (aiosmtplib wraps the one raised
+    during an implicit-TLS connect in `SMTPConnectError`; STARTTLS raises it bare)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:  # a chain can loop back on itself
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 async def _still_usable(pooled: _PooledClient) -> bool:
