@@ -15,13 +15,13 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select, text
 
 from deploy.local.infra import KafkaBrokerFactory
 from npsloop_alerts.directory.models import OutboxMessage
 from npsloop_alerts.directory.relay import DIRECTORY_OUTBOX
-from npsloop_alerts.directory.repository import OUTBOX_RELAY_LOCK_KEY, OutboxRepository
+from npsloop_alerts.directory.repository import OUTBOX_RELAY_LOCK_KEY
 from npsloop_alerts.directory.schemas import AccountIn, PersonIn
 from npsloop_alerts.directory.service import DirectoryService
 from npsloop_alerts.kafka import KafkaConnection
@@ -30,7 +30,7 @@ from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.contracts import ACCOUNTS_TOPIC, AccountUpserted
 from npsloop_shared.db import SessionMaker, create_engine, create_sessionmaker, session_scope
 from npsloop_shared.kafka.producer import KafkaProducer
-from npsloop_shared.kafka.topics import compacted_topic, ensure_topics
+from npsloop_shared.kafka.topics import compacted_topic, ensure_topics, event_topic
 from tests.alerts.conftest import ADMIN_TOKEN, CreateDatabase, running_app, until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -203,8 +203,7 @@ async def test_only_one_relay_publishes_at_a_time(
         published = await relay.publish_batch()
 
     assert published == 0
-    async with session_scope(sessionmaker) as session:
-        assert await OutboxRepository(session).count_pending() >= 1
+    assert await _pending(sessionmaker) >= 1
 
 
 def _unconnected_kafka() -> KafkaConnection:
@@ -255,8 +254,10 @@ async def test_changes_made_while_kafka_is_down_are_published_when_it_returns(
 
 
 async def _pending(sessionmaker: SessionMaker) -> int:
+    """Outbox rows committed but not yet published (what the relay still owes Kafka)."""
     async with session_scope(sessionmaker) as session:
-        return await OutboxRepository(session).count_pending()
+        query = select(func.count()).where(OutboxMessage.published_at.is_(None))
+        return await session.scalar(query) or 0
 
 
 async def _nothing_pending(sessionmaker: SessionMaker) -> bool:
@@ -267,22 +268,64 @@ async def _drain(sessionmaker: SessionMaker) -> None:
     await until(lambda: _nothing_pending(sessionmaker), "earlier changes not published", 60)
 
 
-async def test_published_outbox_rows_are_purged_after_the_retention(
-    session: AsyncSession,
+def _message(topic: str, key: str, n: int, published_at: datetime | None) -> OutboxMessage:
+    return OutboxMessage(
+        topic=topic,
+        key=key,
+        value=f'{{"n": {n}}}'.encode(),
+        headers=[["ce_id", f"{key}-{n}"]],
+        published_at=published_at,
+    )
+
+
+async def test_relay_publishes_pending_rows_then_purges_those_published_before_the_retention(
+    create_migrated_database: CreateDatabase, kafka_bootstrap: str, unique_name: str
 ) -> None:
+    # Its own database: the relay publishes every pending row, so no other test's rows here.
+    engine = create_engine(await create_migrated_database(), application_name="test", pool_size=2)
+    sessionmaker = create_sessionmaker(engine)
+    topic, key = f"directory-{unique_name}", f"acct-{unique_name}"
     now = datetime.now(UTC)
-    old, recent, pending = (
-        OutboxMessage(topic=ACCOUNTS_TOPIC, key=key, value=b"{}", headers=[], published_at=at)
-        for key, at in (("old", now - timedelta(days=8)), ("recent", now), ("pending", None))
+    async with session_scope(sessionmaker) as session:
+        session.add(_message(topic, key, 0, published_at=now - timedelta(days=8)))
+        session.add(_message(topic, key, 1, published_at=now - timedelta(days=6)))
+        session.add_all([_message(topic, key, 2, None), _message(topic, key, 3, None)])
+    published_before = _directory_published_total()
+    kafka = KafkaConnection(
+        kafka_bootstrap, KafkaProducer(kafka_bootstrap), [event_topic(topic, partitions=1)]
     )
-    session.add_all([old, recent, pending])
-    await session.flush()
-    outbox = OutboxRepository(session)
-
-    purged = await outbox.purge_published_before(now - timedelta(days=7))
-
-    assert purged == 1
-    remaining = await session.scalars(
-        select(OutboxMessage.key).where(OutboxMessage.key.in_(["old", "recent", "pending"]))
+    relay = OutboxRelay(
+        DIRECTORY_OUTBOX, sessionmaker, kafka, poll_interval=0.05, retention=timedelta(days=7)
     )
-    assert sorted(remaining) == ["pending", "recent"]
+    await kafka.start()
+    await relay.start()
+    try:
+        await until(lambda: _nothing_pending(sessionmaker), "directory outbox not drained")
+        await until(lambda: _outbox_holds(sessionmaker, 3), "old published row not purged")
+        assert relay.healthy()
+        async with tail(kafka_bootstrap, topic, from_beginning=True) as consumer:
+            records = await read_to_end(consumer, key)
+        async with session_scope(sessionmaker) as session:
+            kept = list(await session.scalars(select(OutboxMessage.value).order_by("id")))
+    finally:
+        await relay.stop()
+        await kafka.stop()
+        await engine.dispose()
+
+    # Only the pending rows went out, in id order; only the row published 8 days ago is gone.
+    assert kept == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+    assert [(record.value, record.headers["ce_id"]) for record in records] == [
+        (b'{"n": 2}', f"{key}-2"),
+        (b'{"n": 3}', f"{key}-3"),
+    ]
+    assert _directory_published_total() - published_before == 2
+    assert REGISTRY.get_sample_value("npsloop_alerts_directory_outbox_pending") == 0
+
+
+async def _outbox_holds(sessionmaker: SessionMaker, rows: int) -> bool:
+    async with session_scope(sessionmaker) as session:
+        return await session.scalar(select(func.count()).select_from(OutboxMessage)) == rows
+
+
+def _directory_published_total() -> float:
+    return REGISTRY.get_sample_value("npsloop_alerts_directory_events_published_total") or 0.0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from npsloop_alerts.directory.models import TEAM_ROW_ID, Account, OutboxMessage, Person, Team
@@ -131,39 +130,3 @@ class OutboxRepository:
 
     def add(self, message: OutboxMessage) -> None:
         self.session.add(message)
-
-    async def try_lock_relay(self) -> bool:
-        """Transaction-scoped advisory lock: true if this transaction may publish now."""
-        locked = await self.session.scalar(
-            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": OUTBOX_RELAY_LOCK_KEY}
-        )
-        return bool(locked)
-
-    async def pending(self, limit: int) -> Sequence[OutboxMessage]:
-        query = (
-            select(OutboxMessage)
-            .where(OutboxMessage.published_at.is_(None))
-            .order_by(OutboxMessage.id)
-            .limit(limit)
-        )
-        return (await self.session.scalars(query)).all()
-
-    async def count_pending(self) -> int:
-        query = select(func.count()).where(OutboxMessage.published_at.is_(None))
-        return await self.session.scalar(query) or 0
-
-    async def mark_published(self, message_ids: Collection[int], at: datetime) -> None:
-        await self.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(message_ids))
-            .values(published_at=at)
-            .execution_options(synchronize_session=False)
-        )
-
-    async def purge_published_before(self, cutoff: datetime) -> int:
-        result = await self.session.execute(
-            delete(OutboxMessage)
-            .where(OutboxMessage.published_at < cutoff)
-            .execution_options(synchronize_session=False)
-        )
-        return int(getattr(result, "rowcount", 0) or 0)
