@@ -136,6 +136,44 @@ async def test_the_same_event_twice_is_one_alert_and_one_set_of_deliveries(
 
 
 @pytest.mark.usefixtures("directory")
+async def test_a_batch_is_decided_in_order_with_one_directory_read_for_all(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    await add_account(session, "acc-2", owner_id="olivia")
+    score_only = response(comment=None)
+    with_comment = response(
+        response_id=score_only.response_id, revision=1, comment="Then it broke again."
+    )
+    other_account = response(account_id="acc-2")
+    unknown_account = response(account_id="acc-unknown")
+    batch = [score_only, with_comment, score_only, other_account, unknown_account]
+
+    results = await decider.decide_many(
+        AlertRepository(session), [(event.event_id, event) for event in batch]
+    )
+
+    # A later revision in the same batch sees what the earlier one wrote.
+    assert [result.outcome for result in results] == [
+        DecideOutcome.CREATED,
+        DecideOutcome.UPDATED,
+        DecideOutcome.DUPLICATE,
+        DecideOutcome.CREATED,
+        DecideOutcome.CREATED,
+    ]
+    assert [result.account_known for result in results[3:]] == [True, False]
+    (alert,) = await rows(
+        session, "SELECT revision, comment FROM alerts WHERE id = :a", a=results[0].alert_id
+    )
+    assert alert == {"revision": 1, "comment": "Then it broke again."}
+    owners = await rows(session, "SELECT account_id, owner_id FROM alerts ORDER BY account_id")
+    assert owners == [
+        {"account_id": "acc-1", "owner_id": "olivia"},
+        {"account_id": "acc-2", "owner_id": "olivia"},
+        {"account_id": "acc-unknown", "owner_id": "team"},
+    ]
+
+
+@pytest.mark.usefixtures("directory")
 async def test_score_first_holds_the_email_but_not_the_chat_messages(
     decider: AlertDecider, session: AsyncSession
 ) -> None:

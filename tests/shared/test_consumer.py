@@ -445,3 +445,70 @@ async def test_a_poison_record_stays_uncommitted_while_the_dlq_is_unreachable(
         await committed_to_be(kafka_bootstrap, group, {0: 2})
     assert recovered.offsets() == [0, 1]
     assert [r.value for r in await read_topic(kafka_bootstrap, f"{topic}.dlq")] == [b"{not json"]
+
+
+# --- batch handler -----------------------------------------------------------------------------
+
+
+@dataclass
+class RecordingBatchHandler:
+    """Records every batch; raises `PermanentMessageError` for any batch holding a poison value."""
+
+    batches: list[list[ConsumedRecord]] = field(default_factory=list)
+    failed: int = 0
+
+    async def __call__(self, records: Sequence[ConsumedRecord]) -> None:
+        if any(record.value == b"poison" for record in records):
+            self.failed += 1
+            raise PermanentMessageError("a poison record in the batch")
+        self.batches.append(list(records))
+
+    def offsets(self) -> list[int]:
+        return [record.offset for batch in self.batches for record in batch]
+
+
+async def test_a_backlog_is_handed_to_the_batch_handler_together_and_committed(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    topic = await topic_with_dlq(kafka_bootstrap, unique_name)
+    group = f"{unique_name}-group"
+    await produce(kafka_bootstrap, topic, [f'{{"n": {n}}}'.encode() for n in range(40)])
+    handler, batch_handler = RecordingHandler(), RecordingBatchHandler()
+    registry = CollectorRegistry()
+    consumer = new_consumer(
+        kafka_bootstrap, topic, group, handler, batch_handler=batch_handler, registry=registry
+    )
+    async with consumer:
+        await committed_to_be(kafka_bootstrap, group, {0: 40})
+
+    # Every record was handled once, in order, and the backlog came in batches of several.
+    assert sorted(batch_handler.offsets() + handler.offsets()) == list(range(40))
+    assert batch_handler.offsets() == sorted(batch_handler.offsets())
+    assert max(len(batch) for batch in batch_handler.batches) > 1
+    labels = {"group": group, "topic": topic, "outcome": "processed"}
+    assert metric(registry, "npsloop_consumer_records_total", **labels) == 40
+
+
+async def test_a_failed_batch_is_handled_one_at_a_time_and_its_poison_dead_lettered(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    topic = await topic_with_dlq(kafka_bootstrap, unique_name)
+    group = f"{unique_name}-group"
+    values = [b'{"n": 0}', b'{"n": 1}', b"poison", b'{"n": 3}', b'{"n": 4}']
+    await produce(kafka_bootstrap, topic, values)
+
+    async def refuse_poison(record: ConsumedRecord, call: int) -> None:
+        if record.value == b"poison":
+            raise PermanentMessageError("not an event")
+
+    handler, batch_handler = RecordingHandler(refuse_poison), RecordingBatchHandler()
+    consumer = new_consumer(kafka_bootstrap, topic, group, handler, batch_handler=batch_handler)
+    async with consumer:
+        await committed_to_be(kafka_bootstrap, group, {0: 5})
+
+    assert batch_handler.failed >= 1
+    # Whatever the batch handler did not take went through the record handler, each once.
+    assert sorted(batch_handler.offsets() + handler.offsets()) == [0, 1, 2, 3, 4]
+    assert handler.calls_for(2) == 1
+    dead = await read_topic(kafka_bootstrap, f"{topic}.dlq")
+    assert [record.value for record in dead] == [b"poison"]

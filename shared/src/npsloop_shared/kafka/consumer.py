@@ -23,7 +23,10 @@ Failures
   and retried from the handler after a back-off, while other partitions go on.
 * Broker errors from polling are logged and retried with back-off; the loop does not die.
 
-Records are handled one at a time, in offset order within each partition.
+Records are handled in offset order within each partition. With a `batch_handler`, the records
+of one poll are first handed to it together (its work must be atomic: one DB transaction); if
+it fails, they go through the one-at-a-time path above, which retries, dead-letters and rewinds
+each as usual. Under load a poll returns more records, so the batch grows with the backlog.
 """
 
 from __future__ import annotations
@@ -109,6 +112,8 @@ class ConsumedRecord:
 
 
 RecordHandler = Callable[[ConsumedRecord], Awaitable[None]]
+# Records of several partitions, in offset order within each; all or nothing.
+BatchRecordHandler = Callable[[Sequence[ConsumedRecord]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +247,7 @@ class KafkaEventConsumer:
         group_id: str,
         bootstrap_servers: str,
         handler: RecordHandler,
+        batch_handler: BatchRecordHandler | None = None,
         client_id: str = "npsloop",
         retry: RetryPolicy | None = None,
         tuning: ConsumerTuning | None = None,
@@ -255,6 +261,7 @@ class KafkaEventConsumer:
         self._group_id = group_id
         self._bootstrap_servers = bootstrap_servers
         self._handler = handler
+        self._batch_handler = batch_handler
         self._client_id = client_id
         self._retry = retry or RetryPolicy()
         self._tuning = tuning or ConsumerTuning()
@@ -417,6 +424,9 @@ class KafkaEventConsumer:
     ) -> None:
         """Handle each partition's records in order; a partition whose DLQ failed is rewound."""
         generation = self._generation
+        together = self._batch_handler is not None and sum(map(len, batch.values())) > 1
+        if together and await self._handled_together(batch, generation):
+            return
         dlq_failures = 0
         for tp, records in batch.items():
             stuck_at = await self._handle_partition(consumer, records, generation)
@@ -427,6 +437,39 @@ class KafkaEventConsumer:
         if dlq_failures:
             await self._unless_stopping(self._commit(consumer))
             await self._back_off(self._tuning.broker_backoff.delay(dlq_failures), generation)
+
+    async def _handled_together(
+        self, batch: Mapping[TopicPartition, Sequence[Any]], generation: int
+    ) -> bool:
+        """Give the whole poll to the batch handler; True when it succeeded and every record is
+        committable. On failure nothing is marked: the caller handles them one at a time."""
+        batch_handler = self._batch_handler
+        assert batch_handler is not None
+        records = [ConsumedRecord.from_kafka(raw) for raws in batch.values() for raw in raws]
+        async with self._in_flight:
+            self._raise_if_interrupted(generation)
+            started = time.perf_counter()
+            try:
+                await batch_handler(records)
+            except Exception as exc:
+                log.info(
+                    "batch handler failed; handling its records one at a time",
+                    extra={
+                        "group": self._group_id,
+                        "records": len(records),
+                        "error": error_class_name(exc),
+                    },
+                )
+                return False
+            finally:
+                elapsed = time.perf_counter() - started
+                self._metrics.handler_seconds.labels(self._group_id, records[0].topic).observe(
+                    elapsed
+                )
+            # Marked while still holding `_in_flight`, so a revocation waiting for it commits them.
+            for record in records:
+                self._mark_committable(record, "processed")
+        return True
 
     async def _handle_partition(
         self, consumer: Any, records: Sequence[Any], generation: int

@@ -124,6 +124,7 @@ def alerting_components(
             group_id=settings.alerts_consumer_group,
             bootstrap_servers=settings.kafka_bootstrap_servers,
             handler=handler,
+            batch_handler=handler.handle_batch,
             client_id=f"{settings.kafka_client_id}-alerts-{number}",
         )
         for number in range(settings.alerts_consumer_instances)

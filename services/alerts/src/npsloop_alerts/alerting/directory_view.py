@@ -1,14 +1,15 @@
 """Reads what the routing engine needs from the directory in one round trip.
 
-One statement returns the account, the team, the enabled rules and every person those can
-name (owner, backup owner, manager, team fallback and wins, `person:<id>` recipients of rules).
+One statement returns the accounts asked for, the team, the enabled rules and every person
+those can name (owners, backup owners, managers, team fallback and wins, `person:<id>`
+recipients of rules): one account for a single response, all of a consumed batch's at once.
 Parsed rules are memoised by `(id, version)` (a rule's version grows with every edit), so the
 hot path does not re-validate unchanged JSON on every message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import time
 from typing import Any
@@ -31,7 +32,7 @@ _DIRECTORY = text(
     f"""
     WITH acc AS (
         SELECT id, name, segment, owner_id, backup_owner_id, manager_id
-        FROM accounts WHERE id = :account_id
+        FROM accounts WHERE id = ANY(:account_ids)
     ), tm AS (
         SELECT fallback_person_id, wins_person_id FROM team ORDER BY id LIMIT 1
     ), rules AS (
@@ -47,7 +48,7 @@ _DIRECTORY = text(
         WHERE recipient LIKE '{PERSON_PREFIX}%'
     )
     SELECT
-        (SELECT to_jsonb(acc) FROM acc) AS account,
+        (SELECT coalesce(jsonb_agg(to_jsonb(acc)), '[]'::jsonb) FROM acc) AS accounts,
         (SELECT to_jsonb(tm) FROM tm) AS team,
         (SELECT coalesce(jsonb_agg(to_jsonb(rules)), '[]'::jsonb) FROM rules) AS rules,
         (SELECT coalesce(jsonb_agg(to_jsonb(p)), '[]'::jsonb) FROM (
@@ -55,7 +56,7 @@ _DIRECTORY = text(
                    webhook_url, locale, timezone, quiet_hours_start, quiet_hours_end, active
             FROM people WHERE id IN (SELECT id FROM wanted)) AS p) AS people
     """  # noqa: S608 - constants only; every value is a bound parameter
-).columns(account=JSONB, team=JSONB, rules=JSONB, people=JSONB)
+).columns(accounts=JSONB, team=JSONB, rules=JSONB, people=JSONB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,23 +96,34 @@ class DirectoryView:
     async def snapshot(
         self, db: AsyncSession | AsyncConnection, account_id: str
     ) -> DirectorySnapshot:
-        row = (await db.execute(_DIRECTORY, {"account_id": account_id})).one()
-        account_row: Mapping[str, Any] | None = row.account
+        return (await self.snapshots(db, [account_id]))[account_id]
+
+    async def snapshots(
+        self, db: AsyncSession | AsyncConnection, account_ids: Collection[str]
+    ) -> dict[str, DirectorySnapshot]:
+        """A snapshot per account id (unknown accounts included), read in one statement."""
+        row = (await db.execute(_DIRECTORY, {"account_ids": list(set(account_ids))})).one()
+        accounts: dict[str, Mapping[str, Any]] = {acc["id"]: acc for acc in row.accounts}
         team_row: Mapping[str, Any] = row.team or {}
-        account = _account_routing(account_row)
-        return DirectorySnapshot(
-            account=_account_facts(account_row),
-            inputs=RoutingInputs(
-                account=account,
-                people={person["id"]: _person(person) for person in row.people},
-                rules=[self._rule(rule_row) for rule_row in row.rules],
-                team=TeamRouting(
-                    fallback_person_id=team_row.get("fallback_person_id"),
-                    wins_person_id=team_row.get("wins_person_id"),
-                ),
-                channels=self._channels,
-            ),
+        people = {person["id"]: _person(person) for person in row.people}
+        rules = [self._rule(rule_row) for rule_row in row.rules]
+        team = TeamRouting(
+            fallback_person_id=team_row.get("fallback_person_id"),
+            wins_person_id=team_row.get("wins_person_id"),
         )
+        return {
+            account_id: DirectorySnapshot(
+                account=_account_facts(accounts.get(account_id)),
+                inputs=RoutingInputs(
+                    account=_account_routing(accounts.get(account_id)),
+                    people=people,
+                    rules=rules,
+                    team=team,
+                    channels=self._channels,
+                ),
+            )
+            for account_id in account_ids
+        }
 
     def _rule(self, row: Mapping[str, Any]) -> Rule:
         key = (str(row["id"]), int(row["version"]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -58,8 +58,10 @@ class ResponseHandler:
         *,
         on_decided: Callable[[], None] | None = None,
     ) -> None:
-        # No BEGIN/COMMIT round trips: the deciding write is a single statement.
+        # One record: no BEGIN/COMMIT round trips, the deciding write is a single statement.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Several: one transaction for all, so a failure leaves none of them written.
+        self._transactional_engine = engine
         self._decider = decider
         self._metrics = metrics
         # Wakes this process's delivery loop without waiting for the NOTIFY round trip.
@@ -69,17 +71,33 @@ class ResponseHandler:
         event_id, event = decode_response(record)
         async with self._engine.connect() as connection:
             result = await self._decider.decide(AlertRepository(connection), event_id, event)
-        self._count(result)
-        if self._on_decided is not None and result.outcome in _CHANGES_DELIVERIES:
+        self._decided([result])
+
+    async def handle_batch(self, records: Sequence[ConsumedRecord]) -> None:
+        """Decide a poll's records in one transaction (one directory read, one commit).
+
+        A record that breaks the contract raises before anything is written; the consumer then
+        handles the records one at a time, dead-lettering that one.
+        """
+        events = [decode_response(record) for record in records]
+        async with self._transactional_engine.begin() as connection:
+            results = await self._decider.decide_many(AlertRepository(connection), events)
+        self._decided(results)
+
+    def _decided(self, results: Sequence[DecideResult]) -> None:
+        for result in results:
+            self._count(result)
+            log.debug(
+                "response decided",
+                extra={
+                    "outcome": result.outcome.value,
+                    "alert_id": str(result.alert_id),
+                    "deliveries": result.deliveries_created,
+                },
+            )
+        changed = any(result.outcome in _CHANGES_DELIVERIES for result in results)
+        if self._on_decided is not None and changed:
             self._on_decided()
-        log.debug(
-            "response decided",
-            extra={
-                "outcome": result.outcome.value,
-                "alert_id": str(result.alert_id),
-                "deliveries": result.deliveries_created,
-            },
-        )
 
     def _count(self, result: DecideResult) -> None:
         self._metrics.responses.labels(result.outcome.value).inc()

@@ -21,7 +21,7 @@ through a webhook or by email.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -108,8 +108,32 @@ class AlertDecider:
     async def decide(
         self, repository: AlertRepository, event_id: uuid.UUID, event: ResponseReceived
     ) -> DecideResult:
+        return (await self.decide_many(repository, [(event_id, event)]))[0]
+
+    async def decide_many(
+        self,
+        repository: AlertRepository,
+        events: Sequence[tuple[uuid.UUID, ResponseReceived]],
+    ) -> list[DecideResult]:
+        """Decide each event in order (a later revision sees what an earlier one wrote), with
+        one directory read for all. Atomic only if `repository` works in one transaction."""
         now = self._clock()
-        snapshot = await self._directory.snapshot(repository.db, event.account_id)
+        snapshots = await self._directory.snapshots(
+            repository.db, {event.account_id for _, event in events}
+        )
+        return [
+            await self._decide_one(repository, event_id, event, snapshots[event.account_id], now)
+            for event_id, event in events
+        ]
+
+    async def _decide_one(
+        self,
+        repository: AlertRepository,
+        event_id: uuid.UUID,
+        event: ResponseReceived,
+        snapshot: DirectorySnapshot,
+        now: datetime,
+    ) -> DecideResult:
         decision = route(ResponseFacts.from_event(event), snapshot.inputs, now=now)
         segment = _segment(snapshot, event)
         deadlines = self._config.sla_policy.deadlines(event.bucket, segment, event.received_at)
