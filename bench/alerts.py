@@ -757,7 +757,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--replicas", type=int, default=1, help="npsloop-alerts processes")
     parser.add_argument(
-        "--consumers", type=int, default=6, help="consumer group members per alerts process"
+        "--consumers", type=int, default=1, help="consumer group members per alerts process"
     )
     parser.add_argument("--claim-batch", type=int, default=200, help="throughput claim batch")
     parser.add_argument("--max-in-flight", type=int, default=512, help="throughput in-flight")

@@ -7,6 +7,7 @@ Helpers here are shared with `test_consumer_resilience.py`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import time
@@ -512,3 +513,31 @@ async def test_a_failed_batch_is_handled_one_at_a_time_and_its_poison_dead_lette
     assert handler.calls_for(2) == 1
     dead = await read_topic(kafka_bootstrap, f"{topic}.dlq")
     assert [record.value for record in dead] == [b"poison"]
+
+
+async def test_commits_after_polls_are_spaced_by_the_interval_and_stop_commits_the_rest(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    topic = await topic_with_dlq(kafka_bootstrap, unique_name)
+    group = f"{unique_name}-group"
+    await produce(kafka_bootstrap, topic, [b'{"n": 0}'])
+    handler = RecordingHandler()
+    spaced = dataclasses.replace(FAST_TUNING, commit_interval_s=3600)
+    consumer = KafkaEventConsumer(
+        topics=[topic],
+        group_id=group,
+        bootstrap_servers=kafka_bootstrap,
+        handler=handler,
+        retry=FAST_RETRY,
+        tuning=spaced,
+        registry=CollectorRegistry(),
+    )
+    async with consumer:
+        # The first poll's commit is due at once; then the interval has not passed.
+        await committed_to_be(kafka_bootstrap, group, {0: 1})
+        await produce(kafka_bootstrap, topic, [b'{"n": 1}', b'{"n": 2}'])
+        await eventually(lambda: handler.has_seen(1, 2), what="records 1 and 2 handled")
+        await asyncio.sleep(1.0)  # several polls: none of them commits
+        assert await committed_offsets(kafka_bootstrap, group) == {0: 1}
+
+    await committed_to_be(kafka_bootstrap, group, {0: 3})

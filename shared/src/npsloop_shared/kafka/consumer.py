@@ -6,9 +6,10 @@ What is committed when
   handler owns its DB transaction, so that is after the DB commit — or when its copy on
   `<topic>.dlq` was acknowledged by the broker. Nothing else ever advances a committed offset
   (`enable_auto_commit=False`).
-* Committable offsets are committed after each polled batch, before every retry back-off (so a
-  retrying record does not hold back the rest), when partitions are revoked in a rebalance, and
-  on `stop()`.
+* Committable offsets are committed after polled batches, at most once per
+  `ConsumerTuning.commit_interval_s` (each commit is a broker write; one per poll costs more
+  than the records under load), and at once before every retry back-off (so a retrying record
+  does not hold back the rest), when partitions are revoked in a rebalance, and on `stop()`.
 * A crash can lose commits, never records: whatever was handled but not yet committed is
   redelivered, so handlers must be idempotent (dedupe on `ce_id`). A commit refused because the
   group rebalanced (`CommitFailedError`) is logged and tolerated for the same reason.
@@ -152,6 +153,8 @@ class ConsumerTuning:
     broker_backoff: Backoff = field(default_factory=Backoff)
     close_timeout_s: float = 10.0
     lag_refresh_s: float = 5.0
+    # A crash redelivers at most this much handled work, which handlers dedupe anyway.
+    commit_interval_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +288,7 @@ class KafkaEventConsumer:
         self._committable: dict[TopicPartition, int] = {}
         self._next_offsets: dict[TopicPartition, int] = {}
         self._lag_refreshed_at = 0.0
+        self._committed_at = 0.0  # monotonic time of the last commit after a poll
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -408,7 +412,7 @@ class KafkaEventConsumer:
                 )
                 failures = 0
                 await self._handle_batch(consumer, batch)
-                await self._unless_stopping(self._commit(consumer))
+                await self._unless_stopping(self._commit_when_due(consumer))
                 await self._refresh_lag(consumer)
             except _Interrupted:
                 continue  # stopping, or revoked: the revocation committed what was handled
@@ -539,6 +543,12 @@ class KafkaEventConsumer:
         self._metrics.records.labels(self._group_id, record.topic, outcome).inc()
 
     # --- commits and rebalances ---------------------------------------------------------------
+
+    async def _commit_when_due(self, consumer: Any) -> None:
+        now = time.monotonic()
+        if self._committable and now - self._committed_at >= self._tuning.commit_interval_s:
+            self._committed_at = now
+            await self._commit(consumer)
 
     async def _commit(self, consumer: Any) -> None:
         """Commit every committable offset of a partition still assigned; keep them on failure."""
