@@ -53,6 +53,15 @@ class Mail:
         return content
 
 
+def parsed_mail(envelope: Envelope) -> EmailMessage:
+    """The message aiosmtpd received, as a mail client reads it."""
+    content = envelope.content
+    assert isinstance(content, bytes)
+    parsed = email.message_from_bytes(content, policy=default_policy)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
 @dataclass
 class MailSink:
     """aiosmtpd handler keeping every message; `refuse[address]` scripts a RCPT reply."""
@@ -73,11 +82,7 @@ class MailSink:
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
-        content = envelope.content
-        assert isinstance(content, bytes)
-        parsed = email.message_from_bytes(content, policy=default_policy)
-        assert isinstance(parsed, EmailMessage)
-        self.mails.append(Mail(parsed, tuple(envelope.rcpt_tos), time.time()))
+        self.mails.append(Mail(parsed_mail(envelope), tuple(envelope.rcpt_tos), time.time()))
         return "250 Message accepted for delivery"
 
     async def start(self) -> MailSink:

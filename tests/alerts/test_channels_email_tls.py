@@ -8,12 +8,10 @@ fails the send as our configuration, and the message never travels in clear text
 from __future__ import annotations
 
 import asyncio
-import email
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from npsloop_alerts.channels import (
     SmtpSettings,
     TransientDeliveryError,
 )
+from tests.alerts.alerting_support import parsed_mail
 from tests.fakes.samples import alert_message
 
 HOST = "127.0.0.1"
@@ -61,11 +60,7 @@ class Mailbox:
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
-        content = envelope.content
-        assert isinstance(content, bytes)
-        message = email.message_from_bytes(content, policy=default_policy)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
+        self.messages.append(parsed_mail(envelope))
         assert server.transport is not None
         # The TLS object of the transport the message came over (implicit TLS or STARTTLS).
         self.encrypted.append(server.transport.get_extra_info("ssl_object") is not None)

@@ -172,6 +172,7 @@ def new_consumer(
     handler: RecordHandler,
     *,
     retry: RetryPolicy = FAST_RETRY,
+    tuning: ConsumerTuning = FAST_TUNING,
     registry: CollectorRegistry | None = None,
     **kwargs: Any,
 ) -> KafkaEventConsumer:
@@ -181,7 +182,7 @@ def new_consumer(
         bootstrap_servers=bootstrap,
         handler=handler,
         retry=retry,
-        tuning=FAST_TUNING,
+        tuning=tuning,
         registry=registry or CollectorRegistry(),
         **kwargs,
     )
@@ -523,16 +524,7 @@ async def test_commits_after_polls_are_spaced_by_the_interval_and_stop_commits_t
     await produce(kafka_bootstrap, topic, [b'{"n": 0}'])
     handler = RecordingHandler()
     spaced = dataclasses.replace(FAST_TUNING, commit_interval_s=3600)
-    consumer = KafkaEventConsumer(
-        topics=[topic],
-        group_id=group,
-        bootstrap_servers=kafka_bootstrap,
-        handler=handler,
-        retry=FAST_RETRY,
-        tuning=spaced,
-        registry=CollectorRegistry(),
-    )
-    async with consumer:
+    async with new_consumer(kafka_bootstrap, topic, group, handler, tuning=spaced):
         # The first poll's commit is due at once; then the interval has not passed.
         await committed_to_be(kafka_bootstrap, group, {0: 1})
         await produce(kafka_bootstrap, topic, [b'{"n": 1}', b'{"n": 2}'])
