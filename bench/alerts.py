@@ -617,6 +617,7 @@ class ThroughputResult:
     received: int
     duplicates: int
     seconds: float
+    cpu: dict[str, float] = field(default_factory=dict)  # role → CPU s, release to last arrival
 
     @property
     def per_second(self) -> float:
@@ -635,13 +636,17 @@ async def throughput_phase(
     env = alerts_env(args, infra, receivers, lifted=True)
     async with alerts_replicas(args.replicas, env, infra.workdir, source):
         print(f"releasing {queued} queued deliveries with rate limits lifted …")
+        cpu_before = cpu_seconds_by_role()
         released = time.perf_counter()
         await release_deliveries(infra.database_url)
         await drain(receivers, queued, args.drain)
+        cpu = cpu_used(cpu_before, cpu_seconds_by_role())
     arrivals = [t for times in receivers.arrivals.times.values() for t in times]
     duplicates = sum(len(times) - 1 for times in receivers.arrivals.times.values())
     seconds = (max(arrivals) - released) if arrivals else 0.0
-    return ThroughputResult(channels, queued, len(receivers.arrivals.times), duplicates, seconds)
+    return ThroughputResult(
+        channels, queued, len(receivers.arrivals.times), duplicates, seconds, cpu
+    )
 
 
 def print_throughput(result: ThroughputResult) -> None:
@@ -650,6 +655,12 @@ def print_throughput(result: ThroughputResult) -> None:
     print(f"  received                {result.received}  (duplicates: {result.duplicates})")
     print(f"  release → last arrival  {result.seconds:.2f} s")
     print(f"  deliveries/s            {result.per_second:.0f}")
+    if result.cpu and result.received:
+        # Includes the final drain's idle second: a busy share, not a precise cost.
+        print("  CPU by process:             cores busy   ms per delivery")
+        for role, seconds in sorted(result.cpu.items(), key=lambda item: -item[1]):
+            busy = seconds / max(result.seconds, 1e-9)
+            print(f"    {role:<12}{busy:>23.2f}{seconds * 1000 / result.received:>18.2f}")
 
 
 # --- main ---------------------------------------------------------------------------------
