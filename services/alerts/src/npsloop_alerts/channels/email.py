@@ -151,6 +151,8 @@ def _environment(locale: str) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Templates ship inside the package: no need to stat their files on every render.
+        auto_reload=False,
     )
     environment.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     return environment
