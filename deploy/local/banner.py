@@ -12,6 +12,9 @@ from pathlib import Path
 NO_SOURCE_HINT = "<token of a source in NPSLOOP_INGEST_SOURCES>"
 
 
+SAMPLE_ACCOUNT_ID = "acme-corp"  # the sample curl's account (seeded by demo_directory.py)
+
+
 @dataclass(frozen=True)
 class SkippedService:
     name: str
@@ -32,6 +35,7 @@ class Banner:
     data_root: Path
     ingest_token: str | None
     admin_token: str
+    demo_directory: str | None = None  # what `make run` seeded, if anything
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def render(self) -> str:
@@ -61,6 +65,7 @@ class Banner:
             f"  Mail        {self.smtp_url}; every message lands in {self.mail_dir}/*.eml",
             f"  Data        {self.data_root}   (dev tokens in {self.data_root}/dev-secrets.json)",
             f"  Admin token {self.admin_token}",
+            *([f"  Directory   {self.demo_directory}"] if self.demo_directory else []),
         ]
 
 
@@ -69,7 +74,7 @@ def sample_body(now: datetime) -> dict[str, object]:
         "response_id": f"demo-{uuid.uuid4().hex[:8]}",
         "kind": "transactional",
         "touchpoint": "delivery",
-        "account_id": "acme-corp",
+        "account_id": SAMPLE_ACCOUNT_ID,
         "score": 3,
         "comment": "The parcel arrived two days late and the box was damaged.",
         "submitted_at": now.isoformat(timespec="seconds"),

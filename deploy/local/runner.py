@@ -28,6 +28,7 @@ from types import FrameType
 from aiosmtpd.controller import Controller
 
 from deploy.local.banner import Banner, SkippedService
+from deploy.local.demo_directory import DemoDirectoryError, ensure_demo_directory
 from deploy.local.infra import (
     REPO_ROOT,
     ControlledServer,
@@ -207,6 +208,19 @@ def supervise(services: list[ServiceProcess], servers: dict[str, ControlledServe
         time.sleep(SUPERVISE_INTERVAL_SECONDS)
 
 
+def seed_demo_directory(
+    services: list[ServiceProcess], health: dict[str, bool], admin_token: str
+) -> str | None:
+    alerts = next((s for s in services if s.spec.name == "alerts" and health[s.spec.name]), None)
+    if alerts is None:
+        return None
+    try:
+        return ensure_demo_directory(alerts.base_url, admin_token)
+    except DemoDirectoryError as exc:
+        say(f"!! {exc}")
+        return None
+
+
 def bring_up_and_watch(stack: contextlib.ExitStack, layout: Layout) -> None:
     for folder in (layout.data_root, layout.mail_dir, layout.log_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -224,6 +238,7 @@ def bring_up_and_watch(stack: contextlib.ExitStack, layout: Layout) -> None:
         migrate(spec, env, layout.log_dir)
     services, skipped = start_services(stack, env, layout)
     health = wait_for_health(services)
+    demo_directory = seed_demo_directory(services, health, env["NPSLOOP_ADMIN_TOKEN"])
     banner = Banner(
         services=[(s.spec.name, s.base_url, s.log_file, health[s.spec.name]) for s in services],
         skipped=skipped,
@@ -236,6 +251,7 @@ def bring_up_and_watch(stack: contextlib.ExitStack, layout: Layout) -> None:
         data_root=layout.data_root,
         ingest_token=ingest_token(env),
         admin_token=env["NPSLOOP_ADMIN_TOKEN"],
+        demo_directory=demo_directory,
     )
     say(banner.render())
     supervise(services, {"Kafka": kafka, "PostgreSQL": postgres})

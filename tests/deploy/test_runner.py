@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import email
 import json
 import os
 import queue
 import shlex
 import signal
-import smtplib
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.policy import default as default_policy
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import httpx
 import pytest
 
-from deploy.local.banner import Banner, SkippedService
+from deploy.local.banner import Banner, SkippedService, sample_body
 from deploy.local.infra import REPO_ROOT, KafkaBroker, PostgresServer
 from deploy.local.ports import free_port
 from deploy.local.runner import DevSecrets, RunnerError, choose_port, ingest_token
@@ -179,6 +182,8 @@ class LineReader:
 @pytest.mark.postgres
 @pytest.mark.timeout(400)
 def test_make_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """The whole user path: start, paste the banner's sample response, find its alert in the
+    mail sink, Ctrl-C, and nothing is left running."""
     smtp_port = free_port()
     env = {
         **os.environ,
@@ -202,7 +207,10 @@ def test_make_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) 
     try:
         assert output.wait_for(BANNER_READY, within_seconds=300), "".join(output.seen)
         banner = output.text_until_quiet(within_seconds=2)
-        send_test_mail(smtp_port)
+        ingest_url = f"http://127.0.0.1:{env['NPSLOOP_INGEST_PORT']}"
+        token = DevSecrets.load_or_create(tmp_path / "dev-secrets.json").ingest_token
+        posted = post_sample_response(ingest_url, token)
+        alert_mail = wait_for_mail(tmp_path / "mail", within_seconds=60)
     finally:
         runner.send_signal(signal.SIGINT)
         runner.wait(timeout=120)
@@ -214,16 +222,35 @@ def test_make_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) 
     for spec in SERVICES:  # each service either started and healthy, or skipped with a reason
         started, skipped = f"{spec.name:<8} http://127.0.0.1:", f"{spec.name:<8} not started: "
         assert started in banner or skipped in banner
+    assert posted["accepted"] == 1
+    assert "Directory   account acme-corp → Demo Owner <owner@acme.example>" in banner
+    assert alert_mail["To"] == "Demo Owner <owner@acme.example>"
+    assert "Acme Corp" in str(alert_mail["Subject"])
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
     assert not KafkaBroker(tmp_path / "kafka").is_running()
     assert not PostgresServer(tmp_path / "postgres").is_running()
 
 
-def send_test_mail(port: int) -> None:
-    message = EmailMessage()
-    message["From"] = "runner-test@example.test"
-    message["To"] = "owner@example.test"
-    message["Subject"] = "sink check"
-    message.set_content("hello")
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        client.send_message(message)
+def post_sample_response(ingest_url: str, token: str) -> dict[str, Any]:
+    """POST the banner's sample body, as its curl does."""
+    answer = httpx.post(
+        f"{ingest_url}/v1/responses",
+        json=sample_body(datetime.now(UTC)),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 202, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def wait_for_mail(mail_dir: Path, within_seconds: float) -> EmailMessage:
+    deadline = time.monotonic() + within_seconds
+    while time.monotonic() < deadline:
+        found = sorted(mail_dir.glob("*.eml"))
+        if found:
+            message = email.message_from_bytes(found[0].read_bytes(), policy=default_policy)
+            assert isinstance(message, EmailMessage)
+            return message
+        time.sleep(0.2)
+    raise AssertionError(f"no mail in {mail_dir} within {within_seconds:.0f} s")
