@@ -38,14 +38,13 @@ import json
 import logging
 import random
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from npsloop_shared.errors import NpsloopError
@@ -55,6 +54,7 @@ from npsloop_shared.kafka.dlq import (
     describe_error,
     error_class_name,
 )
+from npsloop_shared.metrics import PerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -201,18 +201,8 @@ class ConsumerMetrics:
         )
 
 
-_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, ConsumerMetrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def consumer_metrics(registry: CollectorRegistry | None = None) -> ConsumerMetrics:
-    """The consumer metrics of `registry` (default: the global one), registered once."""
-    target = REGISTRY if registry is None else registry
-    metrics = _metrics_by_registry.get(target)
-    if metrics is None:
-        metrics = _metrics_by_registry[target] = ConsumerMetrics.register(target)
-    return metrics
+# The consumer metrics of a registry (default: the global one), registered once.
+consumer_metrics = PerRegistry(ConsumerMetrics.register)
 
 
 class _Interrupted(Exception):

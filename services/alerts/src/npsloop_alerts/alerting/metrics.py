@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
-from npsloop_alerts.metrics import PerRegistry
+from npsloop_shared.metrics import PerRegistry
 
 
 @dataclass(frozen=True, slots=True)
