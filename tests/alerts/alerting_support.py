@@ -63,13 +63,10 @@ def parsed_mail(envelope: Envelope) -> EmailMessage:
 
 
 @dataclass
-class MailSink:
-    """aiosmtpd handler keeping every message; `refuse[address]` scripts a RCPT reply."""
+class ScriptedRecipients:
+    """aiosmtpd RCPT hook: `refuse[address]` is the reply for that address, others get 250."""
 
-    mails: list[Mail] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
-    port: int = 0
-    _server: asyncio.Server | None = None
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -78,6 +75,15 @@ class MailSink:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
+
+
+@dataclass
+class MailSink(ScriptedRecipients):
+    """aiosmtpd handler keeping every message; `refuse[address]` scripts a RCPT reply."""
+
+    mails: list[Mail] = field(default_factory=list)
+    port: int = 0
+    _server: asyncio.Server | None = None
 
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope

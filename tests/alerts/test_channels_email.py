@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import email
 import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.policy import default as default_policy
 from typing import Any
 
 import pytest
@@ -27,6 +25,7 @@ from npsloop_alerts.channels import (
     TransientDeliveryError,
     alert_message_id,
 )
+from tests.alerts.alerting_support import ScriptedRecipients, parsed_mail
 from tests.fakes.samples import ARABIC, CJK, FULL_TEXT_URL, HEBREW, LONG, SCRIPT, alert_message
 
 RECIPIENT = EmailDestination(address="owner@acme.example", name="Owner, Acme")
@@ -34,20 +33,11 @@ IDENTITY = EmailIdentity(from_address="alerts@npsloop.example", from_name="npslo
 
 
 @dataclass
-class RecordingHandler:
+class RecordingHandler(ScriptedRecipients):
     """aiosmtpd handler: keeps every accepted message; `refuse` scripts RCPT replies."""
 
     envelopes: list[Envelope] = field(default_factory=list)
-    refuse: dict[str, str] = field(default_factory=dict)
     connections: int = 0
-
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
 
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope
@@ -56,11 +46,7 @@ class RecordingHandler:
         return "250 Message accepted for delivery"
 
     def parsed(self, index: int = -1) -> EmailMessage:
-        content = self.envelopes[index].content
-        assert isinstance(content, bytes)
-        message = email.message_from_bytes(content, policy=default_policy)
-        assert isinstance(message, EmailMessage)
-        return message
+        return parsed_mail(self.envelopes[index])
 
 
 @dataclass
