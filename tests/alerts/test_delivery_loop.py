@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from npsloop_alerts.alerting.directory_view import DirectoryView
+from npsloop_alerts.alerting.links import AlertLinks
 from npsloop_alerts.alerting.service import AlertDecider, DeciderConfig
 from npsloop_alerts.delivery.channels import ChannelProviders
 from npsloop_alerts.delivery.dispatch import Dispatcher
@@ -99,7 +100,7 @@ async def start_loop(pipeline: Pipeline, stack: AsyncExitStack, **overrides: Any
     loop = DeliveryLoop(
         pipeline.sessionmaker,
         database_url=settings.database_url,
-        dispatcher=Dispatcher(providers, public_base_url="https://npsloop.test", send_timeout=1),
+        dispatcher=Dispatcher(providers, links=AlertLinks.from_settings(settings), send_timeout=1),
         config=LoopConfig.from_settings(settings),
         metrics=delivery_metrics(),
     )

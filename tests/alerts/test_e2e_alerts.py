@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import re
 import uuid
@@ -181,7 +182,17 @@ async def test_hostile_comments_arrive_escaped_and_truncated_on_every_channel(
     (cjk_message,) = system.telegram.chat(owners["cjk"][1])
     assert CJK in cjk_message.text
     (long_message,) = system.telegram.chat(owners["long"][1])
-    assert "https://npsloop.test/v1/alerts/" in long_message.html  # the link to the full text
+    # The link to the full text opens without any admin token: its signature is the key.
+    link = re.search(r'href="(https://npsloop\.test/alerts/[^"]+)"', long_message.html)
+    assert link is not None
+    assert system.alerts is not None
+    page_url = html.unescape(link[1]).replace("https://npsloop.test", system.alerts.url)
+    async with httpx.AsyncClient(timeout=10) as client:
+        page = await client.get(page_url)
+    assert page.status_code == 200, page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert html.escape(comments["long"], quote=False) in page.text  # whole, escaped
+    assert comments["long"] not in long_message.text
 
 
 async def test_a_slack_429_retry_after_is_honoured(system: System) -> None:

@@ -43,6 +43,10 @@ class Unauthorized(NpsloopError):
     status, title, type_slug = 401, "Unauthorized", "unauthorized"
 
 
+class Forbidden(NpsloopError):
+    status, title, type_slug = 403, "Forbidden", "forbidden"
+
+
 class NotFound(NpsloopError):
     status, title, type_slug = 404, "Not Found", "not-found"
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from npsloop_alerts.alerting.components import alerting_components, alerting_topics
 from npsloop_alerts.alerting.endpoints import router as alerts_router
+from npsloop_alerts.alerting.page import router as alert_page_router
 from npsloop_alerts.delivery.endpoints import router as deliveries_router
 from npsloop_alerts.directory.endpoints import router as directory_router
 from npsloop_alerts.directory.relay import DIRECTORY_OUTBOX
@@ -141,5 +142,6 @@ def create_app(settings: AlertsSettings | None = None) -> FastAPI:
     app.include_router(directory_router)
     app.include_router(routing_router)
     app.include_router(alerts_router)
+    app.include_router(alert_page_router)
     app.include_router(deliveries_router)
     return app

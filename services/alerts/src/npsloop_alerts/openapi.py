@@ -11,6 +11,7 @@ from npsloop_shared.errors import PROBLEM_CONTENT_TYPE
 _DESCRIPTIONS = {
     400: "Bad request.",
     401: "Missing or invalid admin token.",
+    403: "The signed link is not valid or has expired.",
     404: "No such resource.",
     409: "Conflicts with the current state (the detail says why).",
     422: "Validation failed; `errors` lists every invalid field as a JSON pointer.",

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from npsloop_alerts.alerting.directory_view import DirectoryView
 from npsloop_alerts.alerting.handler import ResponseHandler
+from npsloop_alerts.alerting.links import AlertLinks
 from npsloop_alerts.alerting.metrics import alerting_metrics
 from npsloop_alerts.alerting.relay import AlertOutboxRelay
 from npsloop_alerts.alerting.service import AlertDecider, DeciderConfig
@@ -102,7 +103,7 @@ def alerting_components(
         database_url=settings.database_url,
         dispatcher=Dispatcher(
             providers,
-            public_base_url=settings.alerts_public_base_url,
+            links=AlertLinks.from_settings(settings),
             send_timeout=settings.delivery_send_timeout_seconds,
         ),
         config=LoopConfig.from_settings(settings),

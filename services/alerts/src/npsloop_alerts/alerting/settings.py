@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from npsloop_alerts.alerting.sla import SlaPolicy
 from npsloop_shared.contracts import ALERTS_TOPIC, RESPONSES_TOPIC
@@ -27,5 +27,9 @@ class AlertingSettings(NpsloopSettings):
     alerts_sla_policy: SlaPolicy = Field(default_factory=SlaPolicy)
     # Where the "read the full comment" link of a truncated message points.
     alerts_public_base_url: str = "http://127.0.0.1:8001"
+    # Key of the signed links to an alert's page (see `alerting/links.py`); unset → derived
+    # from NPSLOOP_ADMIN_TOKEN. Links stay valid this many days.
+    alerts_link_secret: SecretStr | None = None
+    alerts_link_ttl_days: Annotated[float, Field(gt=0)] = 90.0
     # How long `ce_id`s are kept for dedupe (longer than any topic retention).
     alerts_processed_event_retention_days: Annotated[float, Field(gt=0)] = 30.0

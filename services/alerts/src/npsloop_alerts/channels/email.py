@@ -174,6 +174,7 @@ def render_email(
         "bucket": message.bucket.value,
         "lang": bcp47(presentation.locale),
         "logo_cid": identity.logo.content_id if identity.logo else None,
+        "page": False,
     }
     environment = _environment(presentation.locale)
     html = environment.get_template("email/alert.html.j2").render(context)
@@ -185,6 +186,27 @@ def render_email(
         message_id=alert_message_id(message.alert_id, destination.address, identity.id_domain),
         locale=bcp47(presentation.locale),
         inline_images=(identity.logo,) if identity.logo else (),
+    )
+
+
+def render_alert_page(message: AlertMessage) -> str:
+    """The alert as a web page (the target of "read the whole comment"): the email's HTML with
+    the comment in full, in the reader's `message.locale`."""
+    presentation = present(message)
+    return (
+        _environment(presentation.locale)
+        .get_template("email/alert.html.j2")
+        .render(
+            {
+                "p": presentation,
+                "comment": presentation.comment,
+                "truncated": False,
+                "bucket": message.bucket.value,
+                "lang": bcp47(presentation.locale),
+                "logo_cid": None,
+                "page": True,
+            }
+        )
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final
 
+from npsloop_alerts.alerting.links import AlertLinks
 from npsloop_alerts.channels import (
     AlertMessage,
     ConsoleDestination,
@@ -35,7 +36,13 @@ from npsloop_alerts.channels import (
 from npsloop_alerts.delivery.channels import ChannelProviders
 from npsloop_alerts.delivery.models import DeliveryPurpose
 from npsloop_alerts.delivery.notices import render_destination_disabled
-from npsloop_alerts.delivery.work import ClaimedDelivery, Operation, SendOutcome, Verdict
+from npsloop_alerts.delivery.work import (
+    AlertContent,
+    ClaimedDelivery,
+    Operation,
+    SendOutcome,
+    Verdict,
+)
 from npsloop_shared.contracts import Respondent
 from npsloop_shared.kafka.dlq import describe_error, error_class_name
 
@@ -45,10 +52,10 @@ CHAT_CHANNELS: Final = frozenset({"slack", "telegram"})
 
 class Dispatcher:
     def __init__(
-        self, providers: ChannelProviders, *, public_base_url: str, send_timeout: float
+        self, providers: ChannelProviders, *, links: AlertLinks | None, send_timeout: float
     ) -> None:
         self._providers = providers
-        self._base_url = public_base_url.rstrip("/")
+        self._links = links  # None: messages carry no link to the alert's page
         self._timeout = send_timeout
 
     async def perform(self, delivery: ClaimedDelivery) -> SendOutcome:
@@ -176,26 +183,44 @@ class Dispatcher:
 
     def message_for(self, delivery: ClaimedDelivery) -> AlertMessage:
         """The channel-neutral view of the alert for this recipient."""
-        alert = delivery.alert
         alert_id = str(delivery.alert_id)
-        return AlertMessage(
-            alert_id=alert_id,
-            revision=alert.revision,
-            bucket=alert.bucket,
-            score=alert.score,
-            comment=alert.comment,
-            account_id=alert.account_id,
-            account_name=alert.account_name,
-            account_segment=alert.segment,
-            touchpoint=alert.touchpoint,
-            kind=alert.kind,
-            respondent=Respondent.model_validate(alert.respondent) if alert.respondent else None,
-            submitted_at=alert.submitted_at,
-            sla_deadline=alert.acknowledge_due_at,
-            full_text_url=f"{self._base_url}/v1/alerts/{alert_id}",
+        link = self._links.url(alert_id, lang=delivery.locale) if self._links else None
+        return alert_message(
+            alert_id,
+            delivery.alert,
             locale=delivery.locale,
             timezone=delivery.timezone,
+            full_text_url=link,
         )
+
+
+def alert_message(
+    alert_id: str,
+    alert: AlertContent,
+    *,
+    locale: str,
+    timezone: str,
+    full_text_url: str | None,
+) -> AlertMessage:
+    """The channel-neutral view of an alert, for a reader in `locale` and `timezone`."""
+    return AlertMessage(
+        alert_id=alert_id,
+        revision=alert.revision,
+        bucket=alert.bucket,
+        score=alert.score,
+        comment=alert.comment,
+        account_id=alert.account_id,
+        account_name=alert.account_name,
+        account_segment=alert.segment,
+        touchpoint=alert.touchpoint,
+        kind=alert.kind,
+        respondent=Respondent.model_validate(alert.respondent) if alert.respondent else None,
+        submitted_at=alert.submitted_at,
+        sla_deadline=alert.acknowledge_due_at,
+        full_text_url=full_text_url,
+        locale=locale,
+        timezone=timezone,
+    )
 
 
 def _slack_destination(address: str) -> SlackDestination:
