@@ -10,4 +10,5 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 PYTHON=${NPSLOOP_PYTHON:-$REPO_ROOT/.venv/bin/python}
 
-exec "$PYTHON" "$SCRIPT_DIR/postgres_ctl.py" "$@"
+# As a module of the repository, so it shares deploy/local/ports.py with the runner and tests.
+PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m deploy.local.postgres_ctl "$@"

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
-import socket
 import stat
 import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from deploy.local.ports import free_port, port_is_free
 
 with warnings.catch_warnings():
     # Importing the wheel asks platformdirs for a runtime dir (unused here) and warns without one.
@@ -89,24 +90,6 @@ def run_tool(server: Server, tool: str, *args: str) -> subprocess.CompletedProce
 
 def database_url(port: int) -> str:
     return f"postgresql+asyncpg://{DATABASE_USER}@127.0.0.1:{port}/{DATABASE_NAME}"
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        # As the server will: a port whose old connections linger in TIME_WAIT is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def choose_port(server: Server) -> int:

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -31,8 +33,8 @@ from deploy.local.ports import free_port
 from npsloop_alerts.alerting.repository import AlertRepository
 from npsloop_shared.contracts import ResponseReceived, bucket_for
 from npsloop_shared.db import session_scope
-from tests.fakes.slack_api import DEFAULT_BOT_TOKEN
-from tests.fakes.telegram_api import DEFAULT_TOKEN
+from tests.fakes.slack_api import DEFAULT_BOT_TOKEN, FakeSlack
+from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +362,40 @@ class System:
     ingest: ServiceProcess | None = None
     alerts: ServiceProcess | None = None
     extra_alerts_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    @asynccontextmanager
+    async def running(
+        cls,
+        kafka: str,
+        database_url: str,
+        topic: str,
+        workdir: Path,
+        *,
+        extra_alerts_env: dict[str, str] | None = None,
+    ) -> AsyncIterator[System]:
+        """Fresh vendor fakes and a mail sink, ingest and alerts started; all stopped after."""
+        slack = await FakeSlack().start()
+        telegram = await FakeTelegram().start()
+        mail = await MailSink().start()
+        system = cls(
+            kafka,
+            database_url,
+            topic,
+            slack,
+            telegram,
+            mail,
+            workdir,
+            extra_alerts_env=extra_alerts_env or {},
+        )
+        try:
+            await system.start_ingest()
+            await system.start_alerts()
+            yield system
+        finally:
+            await system.stop()
+            for server in (slack, telegram, mail):
+                await server.stop()
 
     def alerts_env(self) -> dict[str, str]:
         return {

@@ -16,12 +16,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from npsloop_shared.contracts import AlertEventKind, AlertLifecycleEvent
-from tests.alerts.alerting_support import MailSink, System
+from tests.alerts.alerting_support import System
 from tests.alerts.conftest import CreateDatabase
 from tests.fakes.samples import CJK, HOSTILE_COMMENTS, SCRIPT
 from tests.fakes.server import Scripted
-from tests.fakes.slack_api import FakeSlack, SlackMessage, pings, rate_limited
-from tests.fakes.telegram_api import FakeTelegram, error
+from tests.fakes.slack_api import SlackMessage, pings, rate_limited
+from tests.fakes.telegram_api import error
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -32,22 +32,13 @@ async def system(
     create_migrated_database: CreateDatabase,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[System]:
-    database_url = await create_migrated_database()
-    slack = await FakeSlack().start()
-    telegram = await FakeTelegram().start()
-    mail = await MailSink().start()
-    topic = f"npsloop.responses.v1.e2e{uuid.uuid4().hex[:8]}"
-    running = System(
-        kafka_bootstrap, database_url, topic, slack, telegram, mail, tmp_path_factory.mktemp("e2e")
-    )
-    try:
-        await running.start_ingest()
-        await running.start_alerts()
+    async with System.running(
+        kafka_bootstrap,
+        await create_migrated_database(),
+        f"npsloop.responses.v1.e2e{uuid.uuid4().hex[:8]}",
+        tmp_path_factory.mktemp("e2e"),
+    ) as running:
         yield running
-    finally:
-        await running.stop()
-        for server in (slack, telegram, mail):
-            await server.stop()
 
 
 def _slack_posts(system: System, channel: str) -> list[SlackMessage]:

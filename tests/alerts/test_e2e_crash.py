@@ -23,11 +23,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.alerts.alerting_support import MailSink, System
+from tests.alerts.alerting_support import System
 from tests.alerts.conftest import CreateDatabase
 from tests.fakes.server import Scripted
-from tests.fakes.slack_api import FakeSlack
-from tests.fakes.telegram_api import FakeTelegram
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -41,31 +39,18 @@ async def system(
     create_migrated_database: CreateDatabase,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[System]:
-    slack = await FakeSlack().start()
-    telegram = await FakeTelegram().start()
-    mail = await MailSink().start()
-    running = System(
+    async with System.running(
         kafka_bootstrap,
         await create_migrated_database(),
         f"npsloop.responses.v1.crash{uuid.uuid4().hex[:8]}",
-        slack,
-        telegram,
-        mail,
         tmp_path_factory.mktemp("crash"),
         extra_alerts_env={
             "NPSLOOP_DELIVERY_MAX_ATTEMPTS": "100",
             "NPSLOOP_DELIVERY_BACKOFF_MAX_SECONDS": "1",
             "NPSLOOP_DELIVERY_LEASE_SECONDS": "4",
         },
-    )
-    try:
-        await running.start_ingest()
-        await running.start_alerts()
+    ) as running:
         yield running
-    finally:
-        await running.stop()
-        for server in (slack, telegram, mail):
-            await server.stop()
 
 
 async def _post_all(system: System, accounts: list[str], pause: float = 0.05) -> None:

@@ -12,7 +12,7 @@ scrape each worker.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -87,30 +87,24 @@ class _IngestCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self._metrics
-        requests = CounterMetricFamily(
+        yield _counter(
             "npsloop_ingest_requests",
             "POST /v1/responses requests, by HTTP status of the answer.",
-            labels=["status"],
+            "status",
+            {str(status): count for status, count in sorted(m.requests_by_status.items())},
         )
-        for status, count in sorted(m.requests_by_status.items()):
-            requests.add_metric([str(status)], count)
-        yield requests
-        accepted = CounterMetricFamily(
+        yield _counter(
             "npsloop_ingest_accepted_responses",
             "Responses acknowledged by Kafka and answered 202, by source.",
-            labels=["source"],
+            "source",
+            m.accepted_by_source,
         )
-        for source_id, count in m.accepted_by_source.items():
-            accepted.add_metric([source_id], count)
-        yield accepted
-        rejected = CounterMetricFamily(
+        yield _counter(
             "npsloop_ingest_rejected_requests",
             "Requests answered with an error, by reason.",
-            labels=["reason"],
+            "reason",
+            m.rejected_by_reason,
         )
-        for reason, count in m.rejected_by_reason.items():
-            rejected.add_metric([reason], count)
-        yield rejected
         yield self._latency()
 
     def _latency(self) -> HistogramMetricFamily:
@@ -125,3 +119,10 @@ class _IngestCollector(Collector):
             buckets=buckets,
             sum_value=m.latency_sum,
         )
+
+
+def _counter(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in counts.items():
+        family.add_metric([value], count)
+    return family
