@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -42,7 +43,12 @@ from npsloop_alerts.channels import (
     WebhookRef,
     parse_message_ref,
 )
-from npsloop_alerts.channels.i18n import SUPPORTED_LOCALES, resolve_locale, translations
+from npsloop_alerts.channels.i18n import (
+    SUPPORTED_LOCALES,
+    format_moment,
+    resolve_locale,
+    translations,
+)
 from npsloop_alerts.channels.presentation import present
 from tests.fakes.samples import alert_message
 
@@ -208,3 +214,31 @@ async def test_providers_satisfy_the_channel_protocols() -> None:
         Channel.WEBHOOK,
         Channel.CONSOLE,
     ]
+
+
+def test_moments_of_one_minute_read_the_same_and_the_next_minute_does_not() -> None:
+    zone = ZoneInfo("America/New_York")
+    start = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)
+    assert format_moment(start, zone, "en") == "Mar 2, 2026, 10:30\u202fAM EST"
+    assert format_moment(start.replace(second=59, microsecond=999_999), zone, "en") == (
+        format_moment(start, zone, "en")
+    )
+    assert format_moment(start.replace(minute=31), zone, "en").endswith("10:31\u202fAM EST")
+
+
+def test_the_zone_name_follows_a_daylight_saving_change() -> None:
+    # New York springs forward at 07:00 UTC on 8 March 2026: 01:59 EST, then 03:00 EDT.
+    zone = ZoneInfo("America/New_York")
+    before = datetime(2026, 3, 8, 6, 59, 30, tzinfo=UTC)
+    after = datetime(2026, 3, 8, 7, 0, 0, tzinfo=UTC)
+    assert format_moment(before, zone, "en").endswith("1:59\u202fAM EST")
+    assert format_moment(after, zone, "en").endswith("3:00\u202fAM EDT")
+
+
+def test_presentations_follow_the_message_they_were_made_from() -> None:
+    first = present(alert_message(account_name="Acme Retail"))
+    again = present(alert_message(account_name="Acme Retail"))
+    renamed = present(alert_message(account_name="Globex"))
+    assert again == first
+    assert "Globex" in renamed.heading
+    assert "Acme Retail" in first.heading

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +14,7 @@ import httpx
 import pytest
 import uvicorn
 
-from npsloop_alerts.delivery.http_transport import LeanHttpTransport
+from npsloop_alerts.delivery.http_transport import LeanHttpClient, LeanHttpTransport
 
 Scope = dict[str, Any]
 
@@ -42,6 +43,8 @@ async def _app(scope: Scope, receive: Any, send: Any) -> None:
         return
     peer = f"{scope['client'][1]}".encode()
     headers = [(b"x-peer-port", peer), (b"content-type", b"application/json")]
+    if path.startswith("/cookie"):
+        headers.append((b"set-cookie", b"session=abc"))
     await send({"type": "http.response.start", "status": 201, "headers": headers})
     await send({"type": "http.response.body", "body": b'{"echo": ' + (body or b"null") + b"}"})
 
@@ -60,12 +63,39 @@ async def server() -> AsyncIterator[str]:
     await task
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=LeanHttpTransport(max_connections=4), timeout=httpx.Timeout(1.0)
-    ) as http:
+@pytest.fixture(params=["stock client", "lean client"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """Every test runs through httpx's own client on the transport, and through ours."""
+    http = (
+        httpx.AsyncClient(
+            transport=LeanHttpTransport(max_connections=4), timeout=httpx.Timeout(1.0)
+        )
+        if request.param == "stock client"
+        else LeanHttpClient(timeout=1.0, max_connections=4)
+    )
+    async with http:
         yield http
+
+
+async def test_the_lean_client_keeps_no_cookies_and_logs_no_urls(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    async with LeanHttpClient(timeout=1.0, max_connections=1) as http:
+        answer = await http.post(f"{server}/cookie/bot123:SECRET/sendMessage", content=b"{}")
+
+        assert answer.status_code == 201
+        assert answer.headers["set-cookie"] == "session=abc"
+        assert not http.cookies
+    assert "SECRET" not in caplog.text
+
+
+async def test_the_lean_client_streams_the_stock_way(server: str) -> None:
+    async with (
+        LeanHttpClient(timeout=1.0, max_connections=1) as http,
+        http.stream("POST", f"{server}/echo", content=b"[1]") as answer,
+    ):
+        assert (await answer.aread()) == b'{"echo": [1]}'
 
 
 async def test_a_post_round_trips_through_httpx(server: str, client: httpx.AsyncClient) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from npsloop_alerts.channels import Channel as SentChannel
 from npsloop_alerts.channels import SendReceipt, TelegramRef
 from npsloop_alerts.delivery.backoff import RetryPolicy
+from npsloop_alerts.delivery.channels import ChannelProviders
+from npsloop_alerts.delivery.dispatch import Dispatcher
 from npsloop_alerts.delivery.pacing import (
     TELEGRAM_BOT_KEY,
     Pace,
@@ -248,3 +251,21 @@ def test_a_lease_shorter_than_a_paced_send_is_refused(lease: float) -> None:
                 delivery_rate_window_seconds=2,
             )
         )
+
+
+async def test_deliveries_of_one_alert_share_its_message_view_until_the_alert_changes() -> None:
+    providers = ChannelProviders.from_settings(DeliverySettings())
+    try:
+        dispatcher = Dispatcher(providers, links=None, send_timeout=1)
+        telegram = _claimed()
+        email = replace(telegram, id=uuid.uuid4(), channel="email", destination="o@acme.test")
+        renamed = replace(email, alert=replace(email.alert, account_name="Acme Renamed"))
+        elsewhere = replace(email, timezone="Asia/Tokyo")
+
+        first = dispatcher.message_for(telegram)
+        assert dispatcher.message_for(email) is first
+        assert dispatcher.message_for(renamed).account_name == "Acme Renamed"
+        assert dispatcher.message_for(elsewhere).timezone == "Asia/Tokyo"
+        assert dispatcher.message_for(telegram).account_name == "Acme"
+    finally:
+        await providers.aclose()

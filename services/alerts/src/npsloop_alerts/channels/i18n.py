@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -65,8 +65,15 @@ def translations(locale: str) -> Translations:
 def format_moment(moment: datetime, zone: ZoneInfo, locale: str) -> str:
     """A date and time in the recipient's timezone and locale, with the zone's short name:
     `Mar 2, 2026, 12:05 PM EST`, `2 de mar. de 2026 14:05 BRT`, `2026年3月3日 01:05 +0800`."""
+    # The pattern stops at minutes (CLDR short times have no seconds), so every moment of one
+    # minute reads the same; Babel's formatting is slow and alerts of a busy minute share it.
+    return _format_minute(moment.replace(second=0, microsecond=0), zone, locale)
+
+
+@lru_cache(maxsize=4096)
+def _format_minute(minute: datetime, zone: ZoneInfo, locale: str) -> str:
     return format_datetime(
-        moment, _moment_pattern(locale), tzinfo=zone, locale=_babel_locale(locale)
+        minute, _moment_pattern(locale), tzinfo=zone, locale=_babel_locale(locale)
     )
 
 

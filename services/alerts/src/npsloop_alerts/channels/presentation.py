@@ -8,6 +8,7 @@ account or respondent name cannot crowd out the comment.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from babel.support import Translations
@@ -65,7 +66,13 @@ class AlertPresentation:
 
 def present(message: AlertMessage, locale: str | None = None) -> AlertPresentation:
     """Localize `message` for `locale` (default: the recipient's own)."""
-    resolved = resolve_locale(locale or message.locale)
+    return _present(message, resolve_locale(locale or message.locale))
+
+
+# One alert usually goes out on several channels at once, each rendering the same message;
+# presentations are immutable, so the channels share one.
+@lru_cache(maxsize=1024)
+def _present(message: AlertMessage, resolved: str) -> AlertPresentation:
     catalog = translations(resolved)
     gettext = catalog.gettext
     bucket = _bucket_label(message.bucket, catalog)

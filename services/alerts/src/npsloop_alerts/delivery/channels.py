@@ -25,7 +25,7 @@ from npsloop_alerts.channels import (
     TelegramProvider,
     WebhookProvider,
 )
-from npsloop_alerts.delivery.http_transport import LeanHttpTransport
+from npsloop_alerts.delivery.http_transport import LeanHttpClient
 from npsloop_alerts.delivery.settings import DeliverySettings
 
 
@@ -94,10 +94,7 @@ class ChannelProviders:
 
 
 def _http_client(timeout: float, connections: int, *, lean: bool) -> httpx.AsyncClient:
+    if lean:
+        return LeanHttpClient(timeout=timeout, max_connections=connections)
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout),
-        limits=limits,
-        transport=LeanHttpTransport(max_connections=connections) if lean else None,
-        follow_redirects=False,
-    )
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits, follow_redirects=False)

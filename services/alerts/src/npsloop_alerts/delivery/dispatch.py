@@ -48,6 +48,7 @@ from npsloop_shared.kafka.dlq import describe_error, error_class_name
 
 SendCall = Callable[[], Awaitable[SendReceipt]]
 CHAT_CHANNELS: Final = frozenset({"slack", "telegram"})
+RECENT_MESSAGES: Final = 1024
 
 
 class Dispatcher:
@@ -57,6 +58,7 @@ class Dispatcher:
         self._providers = providers
         self._links = links  # None: messages carry no link to the alert's page
         self._timeout = send_timeout
+        self._recent_messages: dict[tuple[object, ...], tuple[AlertContent, AlertMessage]] = {}
 
     async def perform(self, delivery: ClaimedDelivery) -> SendOutcome:
         started_at = datetime.now(UTC)
@@ -182,16 +184,30 @@ class Dispatcher:
         return lambda: self._providers.email.send(rendered, email)
 
     def message_for(self, delivery: ClaimedDelivery) -> AlertMessage:
-        """The channel-neutral view of the alert for this recipient."""
-        alert_id = str(delivery.alert_id)
-        link = self._links.url(alert_id, lang=delivery.locale) if self._links else None
-        return alert_message(
-            alert_id,
-            delivery.alert,
-            locale=delivery.locale,
-            timezone=delivery.timezone,
-            full_text_url=link,
-        )
+        """The channel-neutral view of the alert for this recipient.
+
+        An alert's deliveries (a recipient's email, Slack and Telegram) are usually claimed
+        together and read the same view, so recent views are kept, keyed by everything that
+        goes into one. Links in a kept view were signed moments earlier: still valid for days.
+        """
+        key = (delivery.alert_id, delivery.alert.revision, delivery.locale, delivery.timezone)
+        recent = self._recent_messages.pop(key, None)
+        if recent is not None and recent[0] == delivery.alert:
+            message = recent[1]
+        else:
+            alert_id = str(delivery.alert_id)
+            link = self._links.url(alert_id, lang=delivery.locale) if self._links else None
+            message = alert_message(
+                alert_id,
+                delivery.alert,
+                locale=delivery.locale,
+                timezone=delivery.timezone,
+                full_text_url=link,
+            )
+            if len(self._recent_messages) >= RECENT_MESSAGES:
+                del self._recent_messages[next(iter(self._recent_messages))]
+        self._recent_messages[key] = (delivery.alert, message)  # most recent last
+        return message
 
 
 def alert_message(

@@ -212,6 +212,46 @@ class LeanHttpTransport(httpx.AsyncBaseTransport):
         return protocol
 
 
+class LeanHttpClient(httpx.AsyncClient):
+    """httpx's client on `LeanHttpTransport`, handing each plain request straight to it.
+
+    `AsyncClient.send` wraps every request in an auth flow, a redirect loop, a cookie jar update
+    and an INFO log line; together they cost about as much as the wire. The vendors' APIs use
+    none of them (tokens travel in headers or the URL, no redirects are followed, no cookies
+    are kept), and the log line would print URLs, which for Telegram hold the bot token.
+    Anything else (streaming, an explicit auth or redirects) goes the stock way.
+    """
+
+    def __init__(self, *, timeout: float, max_connections: int) -> None:
+        self._lean = LeanHttpTransport(max_connections=max_connections)
+        super().__init__(
+            timeout=httpx.Timeout(timeout), transport=self._lean, follow_redirects=False
+        )
+
+    async def send(
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = httpx.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        plain = (
+            not stream
+            and auth is httpx.USE_CLIENT_DEFAULT
+            and follow_redirects is not True
+            and not self.is_closed
+            and "timeout" in request.extensions  # set by build_request, as post() does
+        )
+        if not plain:
+            return await super().send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
+        response = await self._lean.handle_async_request(request)
+        await response.aread()  # in memory already: this only decodes it
+        return response
+
+
 def _request_head(request: httpx.Request, body: bytes) -> bytes:
     target = request.url.raw_path
     lines = [b"%s %s HTTP/1.1" % (request.method.encode(), target)]
