@@ -1,8 +1,13 @@
-"""A real HTTP server (uvicorn + Starlette) on a free local port, run as a task in the current
-event loop, recording every request and answering from a script before its normal behaviour.
+"""A real HTTP server (uvicorn, serving a bare ASGI callable) on a free local port, run as a task
+in the current event loop, recording every request and answering from a script before its
+normal behaviour.
+
+No web framework in between: the benchmark drives these servers at hundreds of requests a
+second on the same cores as the system under test, so a request costs one small `Request`
+view, one `Response` and two ASGI messages.
 
 Subclasses implement `endpoint_of(path)` (a short name such as `chat.postMessage`) and
-`answer(...)` (what the real API would say). Tests and the benchmark use:
+`answer(...)` (what the real API would say, as a `Response`). Tests and the benchmark use:
 
 * `script(*replies, endpoint=...)`: the next matching requests get these replies, in order;
 * `received(endpoint)` / `wait_for(count, endpoint)`: what arrived, with arrival timestamps.
@@ -17,18 +22,168 @@ import math
 import socket
 import time
 from collections import deque
-from collections.abc import Generator, Mapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Final, Protocol, Self
 from urllib.parse import parse_qsl
 
 import orjson
 import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+
+# The ASGI 3 shapes, as uvicorn calls the app.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_TYPE: Final = "application/json"
+TEXT_TYPE: Final = "text/plain; charset=utf-8"
+# What Starlette's `Route(..., methods=["GET", "POST", "PUT"])` accepted (HEAD comes with GET).
+ALLOWED_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT"})
+
+
+class Headers(Mapping[str, str]):
+    """Request headers, looked up case-insensitively; where a name repeats, the first value
+    counts. Built from the ASGI scope's raw pairs (names already lower-case, as ASGI requires):
+    a lookup scans them, and they are decoded as a whole only when iterated."""
+
+    __slots__ = ("_items", "_raw")
+
+    _raw: Sequence[tuple[bytes, bytes]]
+    _items: dict[str, str] | None
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._raw = ()
+        self._items = {}
+        for name, value in (items or {}).items():
+            self._items.setdefault(name.lower(), value)
+
+    @classmethod
+    def from_asgi(cls, raw: Sequence[tuple[bytes, bytes]]) -> Headers:
+        headers = cls.__new__(cls)
+        headers._raw, headers._items = raw, None
+        return headers
+
+    def _decoded(self) -> dict[str, str]:
+        items = self._items
+        if items is None:
+            items = self._items = {}
+            for name, value in self._raw:
+                items.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        return items
+
+    def _find(self, name: str) -> str | None:
+        if self._items is not None:
+            return self._items.get(name.lower())
+        wanted = name.lower().encode("latin-1")
+        for raw_name, value in self._raw:
+            if raw_name == wanted:
+                return value.decode("latin-1")
+        return None
+
+    def __getitem__(self, name: str) -> str:
+        value = self._find(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._find(name)
+        return default if value is None else value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return f"Headers({self._decoded()!r})"
+
+
+class Request:
+    """What a subclass's `answer()` sees of one request (the body comes separately)."""
+
+    __slots__ = ("headers", "method", "path", "query_string")
+
+    def __init__(self, method: str, path: str, headers: Headers, query_string: bytes = b"") -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.query_string = query_string
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        """The query string's parameters (the last value where a name repeats)."""
+        if not self.query_string:
+            return {}
+        return dict(parse_qsl(self.query_string.decode("latin-1"), keep_blank_values=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One answer: status, body and headers (content-length is added when sent, unless given
+    or the status has no body)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(
+        cls, data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        return cls(status, orjson.dumps(data), _with_type(JSON_TYPE, headers))
+
+    @classmethod
+    def text(
+        cls, text: str, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        return cls(status, text.encode(), _with_type(TEXT_TYPE, headers))
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers as sent (names lower-case), with content-length where it belongs."""
+        raw: list[tuple[bytes, bytes]] = []
+        sized = self.status < 200 or self.status in (204, 304)
+        for name, value in self.headers.items():
+            key = name.lower().encode("latin-1")
+            sized = sized or key == b"content-length"
+            raw.append((key, value.encode("latin-1")))
+        if not sized:
+            raw.append((b"content-length", b"%d" % len(self.body)))
+        return raw
+
+    async def send(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status, "headers": self.raw_headers()}
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def _with_type(content_type: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """`content-type` first, unless `headers` names one of its own (in any case)."""
+    if not headers:
+        return {"content-type": content_type}
+    if any(name.lower() == "content-type" for name in headers):
+        return dict(headers)
+    return {"content-type": content_type, **headers}
+
+
+_METHOD_NOT_ALLOWED: Final = Response.text(
+    "Method Not Allowed", 405, {"Allow": ", ".join(sorted(ALLOWED_METHODS))}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +200,8 @@ class Scripted:
     def response(self) -> Response:
         assert self.status is not None
         if self.json is not None:
-            return JSONResponse(self.json, status_code=self.status, headers=dict(self.headers))
-        return PlainTextResponse(
-            self.text or "", status_code=self.status, headers=dict(self.headers)
-        )
+            return Response.json(self.json, self.status, self.headers)
+        return Response.text(self.text or "", self.status, self.headers)
 
     @classmethod
     def slow(cls, seconds: float) -> Scripted:
@@ -63,7 +216,7 @@ class Received:
     method: str
     path: str
     endpoint: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive
     body: bytes
     received_at: float
     monotonic: float
@@ -121,9 +274,6 @@ class LocalHttpServer(abc.ABC):
         self._server: _SignalFreeServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._port: int | None = None
-        self._app = Starlette(
-            routes=[Route("/{path:path}", self._dispatch, methods=["GET", "POST", "PUT"])]
-        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -136,7 +286,9 @@ class LocalHttpServer(abc.ABC):
         listener.bind(("127.0.0.1", 0))
         self._port = listener.getsockname()[1]
         config = uvicorn.Config(
-            self._app,
+            self._asgi,
+            interface="asgi3",
+            proxy_headers=False,  # nothing here reads the client address; saves a wrapper per call
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -233,11 +385,22 @@ class LocalHttpServer(abc.ABC):
                 return reply
         return None
 
-    async def _dispatch(self, request: Request) -> Response:
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The whole app: record, consult the script, answer (lifespan is off; no websockets)."""
+        if scope["type"] != "http":
+            return
         received_at, monotonic = time.time(), time.perf_counter()
-        body = await request.body()
-        endpoint = self.endpoint_of(request.url.path)
-        scripted = self._next_scripted(endpoint)
+        method: str = scope["method"]
+        if method not in ALLOWED_METHODS:
+            await _METHOD_NOT_ALLOWED.send(send)
+            return
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away before sending all of it
+        path: str = scope["path"]
+        request = Request(method, path, Headers.from_asgi(scope["headers"]), scope["query_string"])
+        endpoint = self.endpoint_of(path)
+        scripted = self._next_scripted(endpoint) if self._script else None
         if scripted is not None and scripted.delay:
             await asyncio.sleep(scripted.delay)
         if scripted is not None and scripted.status is not None:
@@ -246,17 +409,35 @@ class LocalHttpServer(abc.ABC):
             response = await self.answer(request, body, endpoint)
         self.requests.append(
             Received(
-                method=request.method,
-                path=request.url.path,
+                method=method,
+                path=path,
                 endpoint=endpoint,
-                headers={key.lower(): value for key, value in request.headers.items()},
+                headers=request.headers,
                 body=body,
                 received_at=received_at,
                 monotonic=monotonic,
-                status=response.status_code,
+                status=response.status,
             )
         )
-        return response
+        await response.send(send)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request body; `None` when the client disconnected first."""
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def parse_body(request: Request, body: bytes) -> dict[str, Any]:
@@ -273,4 +454,4 @@ def parse_body(request: Request, body: bytes) -> dict[str, Any]:
         if isinstance(fields.get(key), str):
             with contextlib.suppress(orjson.JSONDecodeError):
                 fields[key] = orjson.loads(fields[key])
-    return {**dict(request.query_params), **fields}
+    return {**request.query_params, **fields}

@@ -18,10 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-
-from tests.fakes.server import LocalHttpServer, RateLimit, Scripted, parse_body
+from tests.fakes.server import LocalHttpServer, RateLimit, Request, Response, Scripted, parse_body
 
 WEBHOOK_ENDPOINT: Final = "webhook"
 DEFAULT_BOT_TOKEN: Final = "xoxb-1111-2222-test"
@@ -105,42 +102,42 @@ class FakeSlack(LocalHttpServer):
 
     async def answer(self, request: Request, body: bytes, endpoint: str) -> Response:
         if endpoint == WEBHOOK_ENDPOINT:
-            return self._webhook(request.url.path, request, body)
+            return self._webhook(request.path, request, body)
         if endpoint in {"chat.postMessage", "chat.update"}:
             return self._web_api(endpoint, request, body)
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"ok": False, "error": "unknown_method"})
-        return PlainTextResponse("Not Found", status_code=404)
+        if request.path.startswith("/api/"):
+            return Response.json({"ok": False, "error": "unknown_method"})
+        return Response.text("Not Found", 404)
 
     # -- incoming webhooks -----------------------------------------------------------------
 
     def _webhook(self, path: str, request: Request, body: bytes) -> Response:
         if not _WEBHOOK_PATH.match(path) or path in self.revoked_webhooks:
-            return PlainTextResponse("no_service", status_code=404)
+            return Response.text("no_service", 404)
         payload = parse_body(request, body)
         if not payload.get("text") and not payload.get("blocks"):
-            return PlainTextResponse("invalid_payload", status_code=400)
+            return Response.text("invalid_payload", 400)
         if block_kit_problems(payload):
-            return PlainTextResponse("invalid_blocks", status_code=400)
+            return Response.text("invalid_blocks", 400)
         wait = self.rate_limit.retry_after(path) if self.rate_limit else None
         if wait is not None:
             return rate_limited(wait).response()
         self.webhook_posts.append(payload)
-        return PlainTextResponse("ok")
+        return Response.text("ok")
 
     # -- Web API ---------------------------------------------------------------------------
 
     def _web_api(self, method: str, request: Request, body: bytes) -> Response:
         authorization = request.headers.get("authorization", "")
         if not authorization:
-            return JSONResponse({"ok": False, "error": "not_authed"})
+            return Response.json({"ok": False, "error": "not_authed"})
         if authorization != f"Bearer {self.bot_token}":
-            return JSONResponse({"ok": False, "error": "invalid_auth"})
+            return Response.json({"ok": False, "error": "invalid_auth"})
         payload = parse_body(request, body)
         channel = str(payload.get("channel") or "")
         problem = self._channel_problem(channel) or _content_problem(payload)
         if problem:
-            return JSONResponse({"ok": False, "error": problem})
+            return Response.json({"ok": False, "error": problem})
         wait = self.rate_limit.retry_after(channel) if self.rate_limit else None
         if wait is not None:
             return rate_limited(wait, api=True).response()
@@ -159,18 +156,18 @@ class FakeSlack(LocalHttpServer):
         ts = f"{int(time.time())}.{next(self._ts_counter):06d}"
         message = SlackMessage(channel, ts, str(payload.get("text", "")), payload.get("blocks", []))
         self.messages[(channel, ts)] = message
-        return JSONResponse(
+        return Response.json(
             {"ok": True, "channel": channel, "ts": ts, "message": {"text": message.text}}
         )
 
     def _update(self, channel: str, payload: dict[str, Any]) -> Response:
         message = self.messages.get((channel, str(payload.get("ts", ""))))
         if message is None:
-            return JSONResponse({"ok": False, "error": "message_not_found"})
+            return Response.json({"ok": False, "error": "message_not_found"})
         message.history.append((message.text, message.blocks))
         message.text = str(payload.get("text", ""))
         message.blocks = payload.get("blocks", [])
-        return JSONResponse(
+        return Response.json(
             {"ok": True, "channel": channel, "ts": message.ts, "text": message.text}
         )
 

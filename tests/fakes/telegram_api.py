@@ -20,10 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
-from tests.fakes.server import LocalHttpServer, RateLimit, Scripted, parse_body
+from tests.fakes.server import LocalHttpServer, RateLimit, Request, Response, Scripted, parse_body
 
 MESSAGE_LIMIT: Final = 4_096
 DEFAULT_TOKEN: Final = "123456789:AAtest-token_for-fake"
@@ -166,14 +163,12 @@ def error(code: int, description: str) -> Scripted:
     return Scripted(code, json={"ok": False, "error_code": code, "description": description})
 
 
-def _fail(code: int, description: str) -> JSONResponse:
-    return JSONResponse(
-        {"ok": False, "error_code": code, "description": description}, status_code=code
-    )
+def _fail(code: int, description: str) -> Response:
+    return Response.json({"ok": False, "error_code": code, "description": description}, code)
 
 
-def _ok(result: Any) -> JSONResponse:
-    return JSONResponse({"ok": True, "result": result})
+def _ok(result: Any) -> Response:
+    return Response.json({"ok": True, "result": result})
 
 
 class FakeTelegram(LocalHttpServer):
@@ -214,7 +209,7 @@ class FakeTelegram(LocalHttpServer):
         return match["method"] if match else "unknown"
 
     async def answer(self, request: Request, body: bytes, endpoint: str) -> Response:
-        match = _PATH.match(request.url.path)
+        match = _PATH.match(request.path)
         if match is None:
             return _fail(404, "Not Found")
         if match["token"] != self.token:

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from tests.fakes.server import LocalHttpServer
+from tests.fakes.server import LocalHttpServer, Request, Response
 
 ENDPOINT = "hook"
 
@@ -56,7 +54,7 @@ class FakeWebhookReceiver(LocalHttpServer):
             payload = Webhook(self.secret).verify(body, headers)
         except WebhookVerificationError as exc:
             self.rejected += 1
-            return JSONResponse({"error": str(exc)}, status_code=401)
+            return Response.json({"error": str(exc)}, 401)
         self.deliveries.append(
             Delivery(
                 webhook_id=headers["webhook-id"],
@@ -64,4 +62,4 @@ class FakeWebhookReceiver(LocalHttpServer):
                 payload=payload,
             )
         )
-        return JSONResponse({"received": True})
+        return Response.json({"received": True})
