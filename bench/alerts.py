@@ -3,7 +3,9 @@ loop's throughput with rate limits lifted.
 
 Starts its own Kafka (deploy/local/kafka.sh) and PostgreSQL (deploy/local/postgres.sh) in a
 temporary folder, `npsloop-ingest` and `npsloop-alerts serve` as subprocesses, and in this process
-the local Slack and Telegram API servers (tests/fakes) and an aiosmtpd sink.
+the local Slack and Telegram API servers (tests/fakes) and a lean SMTP sink (bench/smtp_sink.py).
+The harness keeps its own CPU small (a raw keep-alive poster, bench/poster.py, and that sink):
+it shares the machine's cores with what it measures.
 
 1. **Latency.** Detractor responses (with their comment, so no email waits for one) are posted
    through ingest at a steady rate, round-robin over `--accounts` accounts whose owners have an
@@ -45,16 +47,17 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
+import orjson
 import uvloop
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.poster import JsonPoster, PostFailed  # noqa: E402
+from bench.smtp_sink import SmtpSink  # noqa: E402
 from deploy.local.infra import TEST_SERVER_ENV, KafkaBroker, PostgresServer  # noqa: E402
 from deploy.local.ports import free_port  # noqa: E402
 from npsloop_alerts.alerting.service import alert_id_for  # noqa: E402
-from npsloop_alerts.delivery.http_transport import LeanHttpTransport  # noqa: E402
 from tests.fakes.slack_api import DEFAULT_BOT_TOKEN, FakeSlack  # noqa: E402
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram  # noqa: E402
 
@@ -92,20 +95,17 @@ class Arrivals:
 
 
 class MailCounter:
-    """aiosmtpd handler: notes the alert id of each accepted message and when it arrived."""
+    """`SmtpSink` callback: notes the alert id of each accepted message and when it arrived
+    (its final "." line was parsed)."""
 
     def __init__(self, arrivals: Arrivals) -> None:
         self.arrivals = arrivals
 
-    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
-        content = envelope.original_content or envelope.content
-        assert isinstance(content, bytes)
+    def __call__(self, content: bytes) -> None:
+        arrived = time.perf_counter()
         match = ALERT_IN_MESSAGE_ID.search(content)
         if match:
-            self.arrivals.add(match[1].decode(), "email", time.perf_counter())
-        return "250 Message accepted for delivery"
+            self.arrivals.add(match[1].decode(), "email", arrived)
 
 
 @dataclass
@@ -147,7 +147,7 @@ async def start_receivers() -> Receivers:
     telegram = await FakeTelegram(min_interval=0.9).start()
     handler = MailCounter(arrivals)
     smtp = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(handler, hostname="mx.bench"), "127.0.0.1", 0, backlog=1024
+        lambda: SmtpSink(handler, hostname="mx.bench"), "127.0.0.1", 0, backlog=1024
     )
     return Receivers(slack, telegram, smtp, smtp.sockets[0].getsockname()[1], arrivals)
 
@@ -356,51 +356,51 @@ async def post_steadily(
 ) -> None:
     """Open loop: response n is sent at start + n/rate whether or not earlier ones finished.
 
-    At most `POST_CONNECTIONS` are in flight; the rest wait here rather than inside the HTTP
-    client, whose bookkeeping grows with its queue (the poster must not be the bottleneck).
+    At most `POST_CONNECTIONS` are in flight, on as many keep-alive connections; the rest wait
+    for a free one in the poster (the poster must not be the bottleneck, nor eat the CPU the
+    system under test needs). A request that gets no answer is counted refused, never re-sent.
     """
     total = int(rate * duration)
-    transport = LeanHttpTransport(max_connections=POST_CONNECTIONS)
-    turns = asyncio.Semaphore(POST_CONNECTIONS)
-    async with httpx.AsyncClient(base_url=ingest_url, timeout=30, transport=transport) as client:
+    poster = JsonPoster(
+        f"{ingest_url}/v1/responses",
+        headers={"Authorization": f"Bearer {INGEST_TOKEN}"},
+        connections=POST_CONNECTIONS,
+        timeout=30,
+    )
+    try:
         started = time.perf_counter()
         tasks = []
         for n in range(total):
             delay = started + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post_one(client, turns, n, accounts, posted, prefix)))
+            tasks.append(asyncio.create_task(post_one(poster, n, accounts, posted, prefix)))
         await asyncio.gather(*tasks)
+    finally:
+        await poster.aclose()
 
 
-async def post_one(  # noqa: PLR0917 - one call site, all positional by design
-    client: httpx.AsyncClient,
-    turns: asyncio.Semaphore,
-    n: int,
-    accounts: int,
-    posted: Posted,
-    prefix: str,
-) -> None:
+async def post_one(poster: JsonPoster, n: int, accounts: int, posted: Posted, prefix: str) -> None:
+    """One response; accepted (202) with the time its answer was parsed, or refused."""
     response_id = f"{prefix}-{n}"
-    body = {
-        "response_id": response_id,
-        "kind": "transactional",
-        "touchpoint": "checkout",
-        "account_id": f"bench-acc-{n % accounts}",
-        "score": n % 7,
-        "comment": "The parcel arrived late and support never called back.",
-        "submitted_at": datetime.now(UTC).isoformat(),
-    }
+    body = orjson.dumps(
+        {
+            "response_id": response_id,
+            "kind": "transactional",
+            "touchpoint": "checkout",
+            "account_id": f"bench-acc-{n % accounts}",
+            "score": n % 7,
+            "comment": "The parcel arrived late and support never called back.",
+            "submitted_at": datetime.now(UTC).isoformat(),
+        }
+    )
     try:
-        async with turns:
-            answer = await client.post(
-                "/v1/responses", json=body, headers={"Authorization": f"Bearer {INGEST_TOKEN}"}
-            )
-    except httpx.HTTPError:
+        answer = await poster.post(body)
+    except PostFailed:
         posted.refused += 1  # not accepted, so not expected anywhere
         return
-    if answer.status_code == 202:
-        posted.accepted[str(alert_id_for("api", response_id))] = time.perf_counter()
+    if answer.status == 202:
+        posted.accepted[str(alert_id_for("api", response_id))] = answer.at
     else:
         posted.refused += 1
 
