@@ -11,7 +11,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
@@ -173,10 +173,11 @@ def needs_python_checks(body: bytes, items: Sequence[ResponseShape]) -> bool:
     # escaped backslash followed by "u0000" also matches; the full check then finds nothing.
     if b"\\u0000" in body:
         return True
-    latest = time.time() + _MAX_FUTURE_SKEW_SECONDS
+    # Comparing aware datetimes costs less than converting each to a timestamp.
+    latest = datetime.now(UTC) + MAX_FUTURE_SKEW
     transactional = ResponseKind.TRANSACTIONAL
     for item in items:
-        if item.submitted_at.timestamp() > latest:
+        if item.submitted_at > latest:
             return True
         if item.touchpoint is None and item.kind is transactional:
             return True
