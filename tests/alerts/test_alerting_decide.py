@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -334,3 +334,61 @@ def test_a_record_that_breaks_the_contract_is_permanent(
 ) -> None:
     with pytest.raises(PermanentMessageError):
         decode_response(_record(value, headers))
+
+
+@pytest.mark.usefixtures("directory")
+async def test_a_large_poll_is_written_exactly_and_its_events_keep_their_order(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    sao_paulo = timezone(timedelta(hours=-3))
+    scores_only = [
+        response(
+            comment=None,
+            attributes={"plan": f"p{i}", "emoji": "🚚"},
+            submitted_at=datetime(2026, 11, 1, 9, 30, 15, 123_456 + i, tzinfo=sao_paulo),
+        )
+        for i in range(30)
+    ]
+    comments = [
+        response(
+            response_id=event.response_id,
+            revision=1,
+            comment=f"Comment {i} 取消",
+            attributes={**event.attributes, "completed": "yes"},
+        )
+        for i, event in enumerate(scores_only[:10])
+    ]
+    batch = scores_only[:20] + comments + scores_only[20:]
+
+    results = await decider.decide_many(
+        AlertRepository(session), [(event.event_id, event) for event in batch]
+    )
+
+    assert [result.outcome for result in results] == (
+        [DecideOutcome.CREATED] * 20 + [DecideOutcome.UPDATED] * 10 + [DecideOutcome.CREATED] * 10
+    )
+    assert {result.deliveries_created for result in results[:20] + results[30:]} == {3}
+    stored = {
+        row["response_id"]: row
+        for row in await rows(session, "SELECT * FROM alerts WHERE source = 'api'")
+    }
+    assert len(stored) == 30
+    for i, event in enumerate(scores_only):
+        alert = stored[event.response_id]
+        latest = comments[i] if i < 10 else event
+        assert alert["submitted_at"] == latest.submitted_at  # to the microsecond, any offset
+        assert alert["attributes"] == latest.attributes
+        assert latest.respondent is not None
+        assert alert["respondent"] == latest.respondent.model_dump(mode="json")
+        assert (alert["revision"], alert["comment"]) == (
+            (1, f"Comment {i} 取消") if i < 10 else (0, None)
+        )
+        # The comment released the held email of the first ten; the others still wait.
+        email = (await deliveries(session, event))["email"]
+        assert email["awaiting_comment"] is (i >= 10)
+        assert email["content_revision"] == (1 if i < 10 else 0)
+    subjects = [
+        dict(row["headers"])["ce_subject"]
+        for row in await rows(session, "SELECT headers FROM alert_outbox ORDER BY id")
+    ]
+    assert subjects == [str(alert_id_for("api", event.response_id)) for event in scores_only]

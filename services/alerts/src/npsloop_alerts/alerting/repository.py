@@ -1,4 +1,6 @@
-"""The deciding write: one SQL statement, hence one atomic transaction, per response revision.
+"""The deciding write: one SQL statement, hence one atomic write, for many response revisions.
+
+For every event of a batch, in one statement:
 
     fresh     dedupe: insert the ce_id into `alert_processed_events`, or nothing if seen
     upserted  the alert: insert, or update when this revision is newer (only if fresh)
@@ -7,34 +9,49 @@
     revised   an updated alert's deliveries pointed at the new revision
 
 Routing runs before the statement (it needs only the directory), so its deliveries are passed
-in and used only when the alert turns out to be new. One statement means one round trip and no
-BEGIN/COMMIT of its own: PostgreSQL runs a single statement atomically, so either every part is
-committed or none is. The INSERT trigger on `deliveries` wakes the delivery loops at commit.
+in and used only when the alert turns out to be new. PostgreSQL runs a single statement
+atomically, and the parts of one statement all see the database as it was before it, so one
+statement may hold at most one event per alert: `decide_many` cuts a batch into runs without
+a repeated alert, in order, and a later run sees what an earlier one wrote (a comment arriving
+after its score in the same poll). A poll is then one round trip instead of one per event.
+The INSERT trigger on `deliveries` wakes the delivery loops at commit.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.types import Boolean, DateTime, Integer, LargeBinary, String
+from sqlalchemy.types import Text
 
 from npsloop_alerts.alerting.events import OutboxRecord
 
-# A newer revision re-points every delivery at it: pending ones render it anyway; sent chat
-# messages that can be edited go back to the queue as an edit; a held email is released once
-# the response is complete (has its comment). In-flight ones compare `content_revision` with
-# what they rendered when their result is recorded.
+# Events and deliveries travel as two JSON arrays (one parameter each, whatever the batch
+# size), typed back into rows by `jsonb_to_recordset`. A newer revision re-points every
+# delivery at it: pending ones render it anyway; sent chat messages that can be edited go back
+# to the queue as an edit; a held email is released once the response is complete (has its
+# comment). In-flight ones compare `content_revision` with what they rendered when their
+# result is recorded.
 _DECIDE = text(
     """
-    WITH fresh AS (
-        INSERT INTO alert_processed_events (event_id) VALUES (:event_id)
+    WITH e AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e(
+            i integer, event_id uuid, id uuid, source text, response_id text, revision integer,
+            account_id text, account_known boolean, account_name text, segment text,
+            bucket text, score integer, comment text, kind text, touchpoint text,
+            respondent jsonb, response_locale text, attributes jsonb,
+            submitted_at timestamptz, received_at timestamptz, owner_id text,
+            acknowledge_due_at timestamptz, resolve_due_at timestamptz, matched_rule_ids jsonb,
+            complete boolean, topic text, key text, value text, headers jsonb)
+    ), fresh AS (
+        INSERT INTO alert_processed_events (event_id) SELECT event_id FROM e
         ON CONFLICT DO NOTHING
         RETURNING event_id
     ), upserted AS (
@@ -43,11 +60,11 @@ _DECIDE = text(
             bucket, score, comment, kind, touchpoint, respondent, response_locale, attributes,
             submitted_at, received_at, owner_id, status, acknowledge_due_at, resolve_due_at,
             matched_rule_ids)
-        SELECT :id, :source, :response_id, :revision, :account_id, :account_known,
-            :account_name, :segment, :bucket, :score, :comment, :kind, :touchpoint, :respondent,
-            :response_locale, :attributes, :submitted_at, :received_at, :owner_id, 'open',
-            :acknowledge_due_at, :resolve_due_at, :matched_rule_ids
-        FROM fresh
+        SELECT e.id, e.source, e.response_id, e.revision, e.account_id, e.account_known,
+            e.account_name, e.segment, e.bucket, e.score, e.comment, e.kind, e.touchpoint,
+            e.respondent, e.response_locale, e.attributes, e.submitted_at, e.received_at,
+            e.owner_id, 'open', e.acknowledge_due_at, e.resolve_due_at, e.matched_rule_ids
+        FROM e JOIN fresh USING (event_id)
         ON CONFLICT (source, response_id) DO UPDATE SET
             revision = EXCLUDED.revision,
             bucket = EXCLUDED.bucket,
@@ -65,76 +82,60 @@ _DECIDE = text(
             id, alert_id, purpose, recipient_id, recipient_role, recipient_name, locale, timezone,
             channel, destination, destination_key, status, attempts, not_before,
             next_attempt_at, awaiting_comment, content_revision)
-        SELECT d.id, :id, 'alert', d.recipient_id, d.recipient_role, d.recipient_name,
+        SELECT d.id, d.alert_id, 'alert', d.recipient_id, d.recipient_role, d.recipient_name,
             d.locale, d.timezone, d.channel, d.destination, d.destination_key, 'pending', 0,
-            d.not_before, d.next_attempt_at, d.awaiting_comment, :revision
-        FROM unnest(:ids, :recipient_ids, :roles, :names, :locales, :timezones, :channels,
-                    :destinations, :destination_keys, :not_befores, :next_attempt_ats,
-                    :awaiting_comments)
-            AS d(id, recipient_id, recipient_role, recipient_name, locale, timezone, channel,
-                 destination, destination_key, not_before, next_attempt_at, awaiting_comment)
-        WHERE EXISTS (SELECT 1 FROM upserted WHERE created)
+            d.not_before, d.next_attempt_at, d.awaiting_comment, e.revision
+        FROM jsonb_to_recordset(CAST(:deliveries AS jsonb)) AS d(
+                id uuid, alert_id uuid, recipient_id text, recipient_role text,
+                recipient_name text, locale text, timezone text, channel text, destination text,
+                destination_key text, not_before timestamptz, next_attempt_at timestamptz,
+                awaiting_comment boolean)
+            JOIN e ON e.id = d.alert_id
+            JOIN upserted AS u ON u.id = d.alert_id AND u.created
         ON CONFLICT (alert_id, recipient_id, channel, purpose) DO NOTHING
-        RETURNING 1
+        RETURNING alert_id
     ), event AS (
         INSERT INTO alert_outbox (topic, key, value, headers)
-        SELECT :topic, :key, :value, :headers
-        WHERE EXISTS (SELECT 1 FROM upserted WHERE created)
+        SELECT e.topic, e.key, decode(e.value, 'base64'), e.headers
+        FROM e JOIN upserted AS u ON u.id = e.id AND u.created
+        ORDER BY e.i
         RETURNING 1
     ), revised AS (
         UPDATE deliveries SET
-            content_revision = :revision,
+            content_revision = e.revision,
             status = CASE WHEN status = 'sent' AND editable THEN 'pending' ELSE status END,
             attempts = CASE WHEN status = 'sent' AND editable THEN 0 ELSE attempts END,
             next_attempt_at = CASE
                 WHEN status = 'sent' AND editable THEN greatest(now(), not_before)
-                WHEN status = 'pending' AND awaiting_comment AND :complete
+                WHEN status = 'pending' AND awaiting_comment AND e.complete
                     THEN greatest(now(), not_before)
                 ELSE next_attempt_at END,
-            awaiting_comment = awaiting_comment AND NOT :complete,
+            awaiting_comment = awaiting_comment AND NOT e.complete,
             updated_at = now()
-        WHERE alert_id = :id AND purpose = 'alert' AND content_revision < :revision
-            AND EXISTS (SELECT 1 FROM upserted WHERE NOT created)
-        RETURNING status, next_attempt_at
+        FROM e JOIN upserted AS u ON u.id = e.id AND NOT u.created
+        WHERE deliveries.alert_id = e.id AND deliveries.purpose = 'alert'
+            AND deliveries.content_revision < e.revision
+        RETURNING deliveries.alert_id, deliveries.status, deliveries.next_attempt_at
     ), due AS (
-        SELECT count(*) AS n FROM revised
+        SELECT alert_id, count(*) AS n FROM revised
         WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()
+        GROUP BY alert_id
+    ), created_per_alert AS (
+        SELECT alert_id, count(*) AS n FROM inserted GROUP BY alert_id
+    ), notified AS (
+        SELECT pg_notify('npsloop_deliveries', '') WHERE EXISTS (SELECT 1 FROM due)
     )
-    SELECT
-        (SELECT count(*) FROM fresh) AS fresh,
-        (SELECT created FROM upserted) AS created,
-        (SELECT count(*) FROM inserted) AS deliveries,
-        (SELECT n FROM due) AS due,
-        CASE WHEN (SELECT n FROM due) > 0 THEN pg_notify('npsloop_deliveries', '') END
-            AS notified
+    SELECT e.i, f.event_id IS NOT NULL AS fresh, u.created,
+        coalesce(c.n, 0) AS deliveries, coalesce(due.n, 0) AS due,
+        (SELECT count(*) FROM notified) AS notified
+    FROM e
+        LEFT JOIN fresh AS f USING (event_id)
+        LEFT JOIN upserted AS u ON u.id = e.id
+        LEFT JOIN created_per_alert AS c ON c.alert_id = e.id
+        LEFT JOIN due ON due.alert_id = e.id
+    ORDER BY e.i
     """
-).bindparams(
-    bindparam("event_id", type_=UUID(as_uuid=True)),
-    bindparam("id", type_=UUID(as_uuid=True)),
-    bindparam("respondent", type_=JSONB),
-    bindparam("attributes", type_=JSONB),
-    bindparam("matched_rule_ids", type_=JSONB),
-    bindparam("submitted_at", type_=DateTime(timezone=True)),
-    bindparam("received_at", type_=DateTime(timezone=True)),
-    bindparam("acknowledge_due_at", type_=DateTime(timezone=True)),
-    bindparam("resolve_due_at", type_=DateTime(timezone=True)),
-    bindparam("revision", type_=Integer),
-    bindparam("complete", type_=Boolean),
-    bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
-    bindparam("recipient_ids", type_=ARRAY(String)),
-    bindparam("roles", type_=ARRAY(String)),
-    bindparam("names", type_=ARRAY(String)),
-    bindparam("locales", type_=ARRAY(String)),
-    bindparam("timezones", type_=ARRAY(String)),
-    bindparam("channels", type_=ARRAY(String)),
-    bindparam("destinations", type_=ARRAY(String)),
-    bindparam("destination_keys", type_=ARRAY(String)),
-    bindparam("not_befores", type_=ARRAY(DateTime(timezone=True))),
-    bindparam("next_attempt_ats", type_=ARRAY(DateTime(timezone=True))),
-    bindparam("awaiting_comments", type_=ARRAY(Boolean)),
-    bindparam("value", type_=LargeBinary),
-    bindparam("headers", type_=JSONB),
-)
+).bindparams(bindparam("events", type_=Text), bindparam("deliveries", type_=Text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,33 +178,65 @@ class AlertRepository:
         self.db = db
 
     async def decide(self, decision: Decision) -> Written:
-        deliveries = decision.deliveries
-        event = decision.created_event
-        params: dict[str, Any] = {
-            **decision.alert,
-            "event_id": decision.event_id,
-            "complete": decision.complete,
-            "ids": [d.id for d in deliveries],
-            "recipient_ids": [d.recipient_id for d in deliveries],
-            "roles": [d.recipient_role for d in deliveries],
-            "names": [d.recipient_name for d in deliveries],
-            "locales": [d.locale for d in deliveries],
-            "timezones": [d.timezone for d in deliveries],
-            "channels": [d.channel for d in deliveries],
-            "destinations": [d.destination for d in deliveries],
-            "destination_keys": [d.destination_key for d in deliveries],
-            "not_befores": [d.not_before for d in deliveries],
-            "next_attempt_ats": [d.next_attempt_at for d in deliveries],
-            "awaiting_comments": [d.awaiting_comment for d in deliveries],
-            "topic": event.topic,
-            "key": event.key,
-            "value": event.value,
-            "headers": event.headers,
-        }
-        row = (await self.db.execute(_DECIDE, params)).one()
-        return Written(
-            fresh_event=bool(row.fresh),
-            created=row.created,
-            deliveries_created=int(row.deliveries),
-            deliveries_due=int(row.due),
+        return (await self.decide_many([decision]))[0]
+
+    async def decide_many(self, decisions: Sequence[Decision]) -> list[Written]:
+        """Write `decisions` in order: one statement per run without a repeated alert."""
+        written: list[Written] = []
+        for run in _runs_without_repeats(decisions):
+            written.extend(await self._decide_run(run))
+        return written
+
+    async def _decide_run(self, run: Sequence[Decision]) -> list[Written]:
+        events: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        for index, decision in enumerate(run):
+            record = decision.created_event
+            events.append(
+                {
+                    **decision.alert,
+                    "i": index,
+                    "event_id": decision.event_id,
+                    "complete": decision.complete,
+                    "topic": record.topic,
+                    "key": record.key,
+                    "value": base64.b64encode(record.value).decode(),
+                    "headers": record.headers,
+                }
+            )
+            alert_id = decision.alert["id"]
+            deliveries.extend({"alert_id": alert_id, **_fields(d)} for d in decision.deliveries)
+        # orjson writes UUIDs and aware datetimes as the text PostgreSQL reads back.
+        result = await self.db.execute(
+            _DECIDE,
+            {
+                "events": orjson.dumps(events).decode(),
+                "deliveries": orjson.dumps(deliveries).decode(),
+            },
         )
+        return [
+            Written(
+                fresh_event=bool(row.fresh),
+                created=row.created,
+                deliveries_created=int(row.deliveries),
+                deliveries_due=int(row.due),
+            )
+            for row in result
+        ]
+
+
+def _runs_without_repeats(decisions: Sequence[Decision]) -> list[list[Decision]]:
+    runs: list[list[Decision]] = []
+    seen: set[object] = set()
+    for decision in decisions:
+        alert_id = decision.alert["id"]
+        if not runs or alert_id in seen:
+            runs.append([])
+            seen.clear()
+        runs[-1].append(decision)
+        seen.add(alert_id)
+    return runs
+
+
+def _fields(delivery: NewDelivery) -> dict[str, Any]:
+    return {name: getattr(delivery, name) for name in NewDelivery.__slots__}

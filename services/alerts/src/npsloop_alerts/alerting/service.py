@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from npsloop_alerts.alerting.directory_view import DirectorySnapshot, DirectoryView
 from npsloop_alerts.alerting.events import OutboxRecord, lifecycle_record
-from npsloop_alerts.alerting.repository import AlertRepository, Decision, NewDelivery
+from npsloop_alerts.alerting.repository import AlertRepository, Decision, NewDelivery, Written
 from npsloop_alerts.alerting.sla import SlaDeadlines, SlaPolicy
 from npsloop_alerts.delivery.pacing import destination_key
 from npsloop_alerts.routing.engine import ResponseFacts, RoutingDecision, Target, route
@@ -116,25 +116,31 @@ class AlertDecider:
         events: Sequence[tuple[uuid.UUID, ResponseReceived]],
     ) -> list[DecideResult]:
         """Decide each event in order (a later revision sees what an earlier one wrote), with
-        one directory read for all. Atomic only if `repository` works in one transaction."""
+        one directory read and as few statements as the order allows (see the repository).
+        Atomic only if `repository` works in one transaction."""
         now = self._clock()
         snapshots = await self._directory.snapshots(
             repository.db, {event.account_id for _, event in events}
         )
-        return [
-            await self._decide_one(repository, event_id, event, snapshots[event.account_id], now)
+        planned = [
+            self._plan(event_id, event, snapshots[event.account_id], now)
             for event_id, event in events
         ]
+        written = await repository.decide_many([decision for decision, _ in planned])
+        return [
+            _result(decision, routing, outcome)
+            for (decision, routing), outcome in zip(planned, written, strict=True)
+        ]
 
-    async def _decide_one(
+    def _plan(
         self,
-        repository: AlertRepository,
         event_id: uuid.UUID,
         event: ResponseReceived,
         snapshot: DirectorySnapshot,
         now: datetime,
-    ) -> DecideResult:
-        decision = route(ResponseFacts.from_event(event), snapshot.inputs, now=now)
+    ) -> tuple[Decision, RoutingDecision]:
+        """Everything to write for `event`, from the directory alone (no database access)."""
+        routing = route(ResponseFacts.from_event(event), snapshot.inputs, now=now)
         segment = _segment(snapshot, event)
         deadlines = self._config.sla_policy.deadlines(event.bucket, segment, event.received_at)
         alert_id = alert_id_for(event.source, event.response_id)
@@ -142,32 +148,18 @@ class AlertDecider:
             alert_id,
             event,
             snapshot=snapshot,
-            decision=decision,
+            decision=routing,
             segment=segment,
             deadlines=deadlines,
         )
-        written = await repository.decide(
-            Decision(
-                event_id=event_id,
-                alert=values,
-                deliveries=[self._delivery(alert_id, t, snapshot, event) for t in decision.targets],
-                created_event=self._created_event(alert_id, event, values, now),
-                complete=is_complete(event),
-            )
+        decision = Decision(
+            event_id=event_id,
+            alert=values,
+            deliveries=[self._delivery(alert_id, t, snapshot, event) for t in routing.targets],
+            created_event=self._created_event(alert_id, event, values, now),
+            complete=is_complete(event),
         )
-        if not written.fresh_event:
-            return DecideResult(DecideOutcome.DUPLICATE, alert_id)
-        if written.created is None:
-            return DecideResult(DecideOutcome.STALE, alert_id)
-        if not written.created:
-            return DecideResult(DecideOutcome.UPDATED, alert_id)
-        return DecideResult(
-            DecideOutcome.CREATED,
-            alert_id,
-            deliveries_created=written.deliveries_created,
-            account_known=decision.account_known,
-            unresolved_recipients=len(decision.unresolved),
-        )
+        return decision, routing
 
     def _delivery(
         self,
@@ -221,6 +213,23 @@ class AlertDecider:
             occurred_at=now,
         )
         return lifecycle_record(lifecycle, topic=self._config.events_topic, now=now)
+
+
+def _result(decision: Decision, routing: RoutingDecision, written: Written) -> DecideResult:
+    alert_id = decision.alert["id"]
+    if not written.fresh_event:
+        return DecideResult(DecideOutcome.DUPLICATE, alert_id)
+    if written.created is None:
+        return DecideResult(DecideOutcome.STALE, alert_id)
+    if not written.created:
+        return DecideResult(DecideOutcome.UPDATED, alert_id)
+    return DecideResult(
+        DecideOutcome.CREATED,
+        alert_id,
+        deliveries_created=written.deliveries_created,
+        account_known=routing.account_known,
+        unresolved_recipients=len(routing.unresolved),
+    )
 
 
 def _segment(snapshot: DirectorySnapshot, event: ResponseReceived) -> str | None:
