@@ -115,24 +115,23 @@ _DECIDE = text(
         FROM e JOIN upserted AS u ON u.id = e.id AND NOT u.created
         WHERE deliveries.alert_id = e.id AND deliveries.purpose = 'alert'
             AND deliveries.content_revision < e.revision
-        RETURNING deliveries.alert_id, deliveries.status, deliveries.next_attempt_at
-    ), due AS (
-        SELECT alert_id, count(*) AS n FROM revised
-        WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()
-        GROUP BY alert_id
+        RETURNING deliveries.status, deliveries.next_attempt_at
     ), created_per_alert AS (
         SELECT alert_id, count(*) AS n FROM inserted GROUP BY alert_id
     ), notified AS (
-        SELECT pg_notify('npsloop_deliveries', '') WHERE EXISTS (SELECT 1 FROM due)
+        -- Revised deliveries due now need a wake-up of their own (inserted ones fire the
+        -- INSERT trigger).
+        SELECT pg_notify('npsloop_deliveries', '')
+        WHERE EXISTS (
+            SELECT 1 FROM revised
+            WHERE status = 'pending' AND next_attempt_at <= clock_timestamp())
     )
-    SELECT e.i, f.event_id IS NOT NULL AS fresh, u.created,
-        coalesce(c.n, 0) AS deliveries, coalesce(due.n, 0) AS due,
+    SELECT e.i, f.event_id IS NOT NULL AS fresh, u.created, coalesce(c.n, 0) AS deliveries,
         (SELECT count(*) FROM notified) AS notified
     FROM e
         LEFT JOIN fresh AS f USING (event_id)
         LEFT JOIN upserted AS u ON u.id = e.id
         LEFT JOIN created_per_alert AS c ON c.alert_id = e.id
-        LEFT JOIN due ON due.alert_id = e.id
     ORDER BY e.i
     """
 ).bindparams(bindparam("events", type_=Text), bindparam("deliveries", type_=Text))
@@ -170,15 +169,11 @@ class Written:
     fresh_event: bool  # False: this ce_id was processed before, nothing written
     created: bool | None  # True: new alert; False: newer revision; None: not newer, no change
     deliveries_created: int
-    deliveries_due: int
 
 
 class AlertRepository:
     def __init__(self, db: AsyncSession | AsyncConnection) -> None:
         self.db = db
-
-    async def decide(self, decision: Decision) -> Written:
-        return (await self.decide_many([decision]))[0]
 
     async def decide_many(self, decisions: Sequence[Decision]) -> list[Written]:
         """Write `decisions` in order: one statement per run without a repeated alert."""
@@ -219,7 +214,6 @@ class AlertRepository:
                 fresh_event=bool(row.fresh),
                 created=row.created,
                 deliveries_created=int(row.deliveries),
-                deliveries_due=int(row.due),
             )
             for row in result
         ]

@@ -1,8 +1,8 @@
 """Consume and decide: one response revision in, one alert and its deliveries out.
 
-One read of the directory, routing (pure), then one atomic write (`AlertRepository.decide`); the
-Kafka handler returns after that write committed, and only then does the consumer commit the
-offset:
+One read of the directory, routing (pure), then one atomic write
+(`AlertRepository.decide_many`); the Kafka handler returns after that write committed, and only
+then does the consumer commit the offset:
 
 * dedupe on the CloudEvents id (`alert_processed_events`, insert-or-nothing);
 * one alert per `(source, response_id)` — a newer revision updates score and comment, an older
