@@ -263,11 +263,13 @@ def response_event_id_text(source: str, response_id: str, revision: int) -> str:
     """`str(response_event_id(...))`, computed without `uuid.UUID` objects (ingest's hot path)."""
     digest = _source_digest(source).copy()
     digest.update(f"{response_id}\x1f{revision}".encode())
-    hexdigest = digest.hexdigest()
+    h = digest.hexdigest()
     # RFC 9562: version 5 in the 13th hex digit, variant 0b10 in the top bits of the 17th.
-    variant = "89ab"[int(hexdigest[16], 16) & 0b11]
-    h = f"{hexdigest[:12]}5{hexdigest[13:16]}{variant}{hexdigest[17:32]}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+# The 17th hex digit of a v5 UUID keeps its low two bits under the variant's top two (0b10).
+_VARIANT_DIGIT: Final = {digit: "89ab"[int(digit, 16) & 0b11] for digit in "0123456789abcdef"}
 
 
 @functools.lru_cache(maxsize=256)
