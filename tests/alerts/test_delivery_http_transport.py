@@ -98,6 +98,27 @@ async def test_the_lean_client_streams_the_stock_way(server: str) -> None:
         assert (await answer.aread()) == b'{"echo": [1]}'
 
 
+async def test_the_lean_client_builds_the_request_httpx_would() -> None:
+    url = "https://api.telegram.org/bot123:SECRET/sendMessage?x=1"
+    headers = {"Content-Type": "application/json", "User-Agent": "npsloop"}
+    async with (
+        LeanHttpClient(timeout=2.5, max_connections=1) as lean,
+        httpx.AsyncClient(timeout=httpx.Timeout(2.5)) as stock,
+    ):
+        for _ in range(2):  # the second build uses the parsed URL it kept
+            built = lean.build_request("POST", url, content=b'{"a":1}', headers=headers)
+            expected = stock.build_request("POST", url, content=b'{"a":1}', headers=headers)
+
+            assert built.url == expected.url
+            assert built.headers.multi_items() == expected.headers.multi_items()
+            assert built.content == expected.content
+            assert built.extensions == expected.extensions
+        # Anything else (here a JSON body and a relative URL) is the stock build.
+        relative = lean.build_request("POST", "/relative", json={"a": 1})
+        assert relative.url == stock.build_request("POST", "/relative").url
+        assert relative.content == b'{"a":1}'
+
+
 async def test_a_post_round_trips_through_httpx(server: str, client: httpx.AsyncClient) -> None:
     answer = await client.post(f"{server}/echo", json={"text": "olá 你好"})
 

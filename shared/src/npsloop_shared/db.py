@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import orjson
 from fastapi import Depends, Request
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
@@ -41,6 +42,7 @@ def create_engine(
         max_overflow=max_overflow,
         pool_pre_ping=True,
         echo=echo,
+        json_deserializer=orjson.loads,  # jsonb columns: several times faster than json.loads
         connect_args={"server_settings": {"application_name": application_name}},
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from npsloop_alerts.alerting.directory_view import DirectoryView
@@ -80,6 +81,7 @@ def hot_path_engine(settings: AlertsSettings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         pool_pre_ping=False,
+        json_deserializer=orjson.loads,  # claimed deliveries carry their alert as jsonb
         connect_args={"server_settings": {"application_name": "npsloop-alerts-work"}},
     )
 
