@@ -12,9 +12,10 @@ it shares the machine's cores with what it measures.
    email address, a Slack channel (bot mode) and a Telegram chat. Per-destination limits stay on
    (Slack and Telegram 1 message/s per channel/chat, checked by the receivers, which answer 429
    to anything faster); the Telegram bot-wide limit (30/s) is lifted, since 200 alerts/s is more
-   than one bot may send. Latency is from ingest's 202 to the receiver's arrival, for every
-   message; lost = expected messages that never arrived, duplicates = arrivals beyond one per
-   (alert, channel).
+   than one bot may send. One alerts process runs per CPU (`--replicas`), as one would deploy
+   them: a Python process uses one core. Latency is from ingest's 202 to the receiver's
+   arrival, for every message; lost = expected messages that never arrived, duplicates =
+   arrivals beyond one per (alert, channel).
 2. **Throughput.** Alerts processes are restarted with every rate limit lifted (one per CPU by
    default, `--throughput-replicas`: a Python process uses one core, and replicas share the
    queue through `FOR UPDATE SKIP LOCKED`), `--deliveries` pending deliveries are put in the
@@ -779,7 +780,12 @@ def parse_args() -> argparse.Namespace:
         help="one throughput pass per comma-separated channel set (default: all, then chat)",
     )
     parser.add_argument(
-        "--replicas", type=int, default=1, help="npsloop-alerts processes (latency phase)"
+        "--replicas",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="npsloop-alerts processes in the latency phase (default: one per CPU, %(default)s "
+        "here, as one would deploy them; each consumes its share of the partitions and claims "
+        "its share of the deliveries)",
     )
     parser.add_argument(
         "--throughput-replicas",
