@@ -71,9 +71,8 @@ class Delivery(TimestampedMixin, Base):
     __tablename__ = "deliveries"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    alert_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("alerts.id", ondelete="CASCADE"), index=True
-    )
+    # Looked up through the unique (alert_id, recipient_id, channel, purpose) index.
+    alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
     purpose: Mapped[str] = mapped_column(String(32), server_default=DeliveryPurpose.ALERT.value)
     recipient_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     recipient_role: Mapped[str] = mapped_column(String(32))
