@@ -22,6 +22,7 @@ from npsloop_alerts.delivery.channels import ChannelProviders
 from npsloop_alerts.delivery.dispatch import Dispatcher
 from npsloop_alerts.delivery.loop import DeliveryLoop, LoopConfig
 from npsloop_alerts.delivery.metrics import delivery_metrics
+from npsloop_alerts.delivery.repository import Claimed, DeliveryRepository
 from npsloop_alerts.delivery.service import DeliveryService
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.db import create_engine, create_sessionmaker, session_scope
@@ -353,3 +354,29 @@ async def test_two_replicas_send_every_delivery_exactly_once(pipeline: Pipeline)
 
     chats = [message.chat_id for message in pipeline.telegram.messages.values()]
     assert sorted(chats) == sorted(str(7000 + n) for n in range(30))
+
+
+async def test_a_claim_says_when_the_next_delivery_it_left_behind_falls_due(
+    pipeline: Pipeline,
+) -> None:
+    accounts = [await owner(pipeline, telegram_chat_id=str(8100 + n)) for n in range(2)]
+    soon, later = [await pipeline.respond(response(account_id=a)) for a in accounts]
+    async with pipeline.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE deliveries SET next_attempt_at = now() + interval '30 seconds'"
+                " WHERE alert_id = :a"
+            ),
+            {"a": later},
+        )
+
+    async with session_scope(pipeline.sessionmaker) as session:
+        first = await DeliveryRepository(session).claim_due(10, uuid.uuid4(), 60)
+    async with session_scope(pipeline.sessionmaker) as session:
+        nothing_due = await DeliveryRepository(session).claim_due(10, uuid.uuid4(), 60)
+
+    assert [row.delivery.alert_id for row in first.rows] == [soon]
+    # The claimed row's own lease (60 s) is later than the delivery left waiting.
+    assert first.next_due_in is not None
+    assert 28 < first.next_due_in <= 30
+    assert nothing_due == Claimed([], None)  # nothing claimed: the loop asks separately

@@ -11,6 +11,8 @@ Delivery semantics: at least once, in commit order per key.
 * If the process dies after the ack but before the commit, the batch is published again on the
   next pass with the same `ce_id` headers, which consumers dedupe.
 * Kafka or the database unavailable: the rows stay pending and the pass is retried with backoff.
+* Quiet outbox (or another replica holding the lock): each empty pass waits twice as long as the
+  last, from the poll interval up to `MAX_IDLE_SECONDS`; a pass that publishes resets it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from npsloop_shared.kafka.producer import BrokerUnavailable, OutgoingRecord
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS: Final = 10.0
+MAX_IDLE_SECONDS: Final = 1.0  # the most an event waits after a quiet spell
 PURGE_EVERY: Final = timedelta(minutes=10)
 
 _LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
@@ -102,7 +105,7 @@ class OutboxRelay(BackgroundLoop):
         while not self._kafka.connected.is_set():
             if await self.pause(self._poll_interval):
                 return
-        backoff = self._poll_interval
+        backoff = idle = self._poll_interval
         while not self.stopping:
             try:
                 published = await self.publish_batch()
@@ -116,6 +119,13 @@ class OutboxRelay(BackgroundLoop):
                 await self.pause(backoff)
                 continue
             backoff = self._poll_interval
+            if published == 0:
+                # Nothing pending, or another replica holds the lock: look less often the
+                # longer that lasts (each look is a transaction), up to MAX_IDLE_SECONDS.
+                await self.pause(idle)
+                idle = min(idle * 2, max(MAX_IDLE_SECONDS, self._poll_interval))
+                continue
+            idle = self._poll_interval
             if published < self._batch_size:
                 await self.pause(self._poll_interval)
 
@@ -134,8 +144,11 @@ class OutboxRelay(BackgroundLoop):
                 mark = update(outbox).where(outbox.c.id.in_(ids)).values(published_at=func.now())
                 await session.execute(mark)
             if self._spec.pending is not None:
-                count = select(func.count()).select_from(outbox).where(unpublished)
-                self._spec.pending.set(await session.scalar(count) or 0)
+                if len(rows) < self._batch_size:
+                    self._spec.pending.set(0)  # the read found every pending row; all published
+                else:
+                    count = select(func.count()).select_from(outbox).where(unpublished)
+                    self._spec.pending.set(await session.scalar(count) or 0)
         self._spec.published.inc(len(rows))
         return len(rows)
 

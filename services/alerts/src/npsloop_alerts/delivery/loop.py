@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Final
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -59,6 +61,15 @@ log = logging.getLogger(__name__)
 MAX_RESULTS_PER_WRITE = 1000
 MAX_DB_BACKOFF_SECONDS = 5.0
 MIN_IDLE_SECONDS = 0.01
+
+
+class Unknown(enum.Enum):
+    """When the next delivery falls due is not known yet: the database must be asked."""
+
+    TOKEN = 0
+
+
+UNKNOWN: Final = Unknown.TOKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +166,7 @@ class DeliveryLoop(BackgroundLoop):
             requested = min(capacity, self._config.batch_size)
             self._wake.clear()
             try:
-                claimed = await self._claim(requested)
+                claimed, next_due_in = await self._claim(requested)
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("claiming deliveries failed", extra={"error": repr(exc)})
                 await self.pause(backoff)
@@ -165,17 +176,23 @@ class DeliveryLoop(BackgroundLoop):
             for delivery in claimed:
                 self._spawn(delivery)
             if len(claimed) < requested:
-                await self._idle(await self._next_wait())
+                await self._idle(await self._next_wait(next_due_in))
 
-    async def _claim(self, limit: int) -> list[ClaimedDelivery]:
+    async def _claim(self, limit: int) -> tuple[list[ClaimedDelivery], float | Unknown | None]:
+        """The deliveries to send now, and seconds until the next one left waiting falls due
+        (None: none waits), which the claim knows only when it found something."""
         token = uuid.uuid4()
         async with session_scope(self._sessionmaker) as session:
             repository = DeliveryRepository(session)
-            rows = await repository.claim_due(limit, token, self._config.lease_seconds)
-            if not rows:
-                return []
-            await self._note_lease_expiries(repository, rows)
-            return await self._pace(repository, [row.delivery for row in rows], token)
+            claimed = await repository.claim_due(limit, token, self._config.lease_seconds)
+            if not claimed.rows:
+                return [], UNKNOWN
+            await self._note_lease_expiries(repository, claimed.rows)
+            deliveries, deferred_for = await self._pace(
+                repository, [row.delivery for row in claimed.rows], token
+            )
+        waits = [w for w in (claimed.next_due_in, deferred_for) if w is not None]
+        return deliveries, min(waits, default=None)
 
     async def _note_lease_expiries(
         self, repository: DeliveryRepository, rows: Sequence[ClaimedRow]
@@ -207,7 +224,9 @@ class DeliveryLoop(BackgroundLoop):
 
     async def _pace(
         self, repository: DeliveryRepository, deliveries: list[ClaimedDelivery], token: uuid.UUID
-    ) -> list[ClaimedDelivery]:
+    ) -> tuple[list[ClaimedDelivery], float | None]:
+        """The deliveries to send (each with its delay until its pace slot), and seconds until
+        the first of those given back for a later slot falls due (None: none was)."""
         pacing = self._config.pacing
         items = [
             PacedItem(d.id, pacing.paces(Channel(d.channel), d.destination_key))
@@ -217,7 +236,7 @@ class DeliveryLoop(BackgroundLoop):
         keys = [pace.key for item in items for pace in item.paces]
         states, db_now = await repository.lock_destinations(keys)
         if db_now is None:
-            return deliveries
+            return deliveries, None
         plan = plan_slots(items, states, db_now, pacing.window)
         await repository.advance_destinations(plan.next_allowed_at)
         await repository.defer(token, plan.deferred_until)
@@ -228,16 +247,21 @@ class DeliveryLoop(BackgroundLoop):
             slot = plan.send_at.get(delivery.id)
             delay = (slot - db_now).total_seconds() if slot is not None else 0.0
             paced.append(replace(delivery, send_delay=max(delay, 0.0)))
-        return paced
+        deferred_for = min(
+            ((until - db_now).total_seconds() for until in plan.deferred_until.values()),
+            default=None,
+        )
+        return paced, deferred_for
 
-    async def _next_wait(self) -> float:
+    async def _next_wait(self, due_in: float | Unknown | None) -> float:
         """Sleep until the next delivery falls due, at most the poll interval."""
         await self._listener.ensure()
-        try:
-            async with session_scope(self._sessionmaker) as session:
-                due_in = await DeliveryRepository(session).next_due_in()
-        except (SQLAlchemyError, OSError):
-            return self._config.poll_interval
+        if isinstance(due_in, Unknown):
+            try:
+                async with session_scope(self._sessionmaker) as session:
+                    due_in = await DeliveryRepository(session).next_due_in()
+            except (SQLAlchemyError, OSError):
+                return self._config.poll_interval
         if due_in is None:
             return self._config.poll_interval
         return min(self._config.poll_interval, max(due_in, MIN_IDLE_SECONDS))
@@ -332,9 +356,7 @@ class DeliveryLoop(BackgroundLoop):
         cap = self._config.retry.max_retry_after_seconds
         async with session_scope(self._sessionmaker) as session:
             repository = DeliveryRepository(session)
-            await repository.record_results(settlement.results)
-            await repository.add_attempts(settlement.attempts)
-            await repository.reset_failures(sorted(settlement.reset_keys))
+            await repository.record(settlement.results, settlement.attempts, settlement.reset_keys)
             await repository.honour_retry_hints(
                 {key: min(hint, cap) for key, hint in settlement.retry_hints.items()}
             )

@@ -2,15 +2,16 @@
 
 Claiming is one statement: lock due rows with `FOR UPDATE SKIP LOCKED` (several replicas take
 disjoint batches), lease them (`status = in_flight`, `next_attempt_at = now() + lease`) and read
-everything the messages need. Recording is one statement per table for a whole batch of
-outcomes (arrays through `unnest`), guarded by the claim token so a result that arrives after its
-lease was taken over cannot overwrite the newer claim.
+everything the messages need, and when the next delivery left behind falls due. Recording is
+one statement for a whole batch of outcomes, their attempts and the failure runs they end (arrays
+through `unnest`), guarded by the claim token so a result that arrives after its lease was taken
+over cannot overwrite the newer claim.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -55,7 +56,11 @@ _CLAIM = text(
     )
     SELECT c.*, a.revision, a.bucket, a.score, a.comment, a.account_id, a.account_name,
         a.segment, a.touchpoint, a.kind, a.respondent, a.submitted_at, a.acknowledge_due_at,
-        (dd.disabled_at IS NOT NULL) AS destination_disabled
+        (dd.disabled_at IS NOT NULL) AS destination_disabled,
+        -- When the loop should look again: the next delivery left behind (the ones claimed
+        -- here were due, so not after now() in this statement's snapshot). Saves a query.
+        (SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM deliveries
+         WHERE status IN ('pending', 'in_flight') AND next_attempt_at > now()) AS next_due_in
     FROM claimed AS c
     JOIN alerts AS a ON a.id = c.alert_id
     LEFT JOIN delivery_destinations AS dd ON dd.key = c.destination_key
@@ -97,33 +102,48 @@ _DEFER = text(
     bindparam("token", type_=UUID(as_uuid=True)),
 )
 
-_RECORD_RESULTS = text(
+# The usual outcome write, in one statement (one round trip, one parse): each outcome's row,
+# its attempt, and the failure runs its successes end. The three parts touch different rows and
+# none reads another's result, which is what data-modifying CTEs allow.
+_RECORD = text(
     """
     WITH r AS (
         SELECT * FROM unnest(:ids, :tokens, :statuses, :delays, :refs, :editables, :rendered,
                              :error_classes, :errors, :sent)
             AS r(id, token, status, delay, ref, editable, rendered, error_class, error, sent)
+    ), recorded AS (
+        UPDATE deliveries AS d SET
+            status = CASE WHEN r.sent AND r.editable AND d.content_revision > r.rendered
+                          THEN 'pending' ELSE r.status END,
+            attempts = CASE WHEN r.sent AND r.editable AND d.content_revision > r.rendered
+                            THEN 0 ELSE d.attempts END,
+            next_attempt_at = CASE
+                WHEN r.sent AND r.editable AND d.content_revision > r.rendered THEN now()
+                WHEN r.delay IS NOT NULL THEN now() + make_interval(secs => r.delay)
+                ELSE d.next_attempt_at END,
+            rendered_revision = CASE WHEN r.sent THEN r.rendered ELSE d.rendered_revision END,
+            external_ref = coalesce(r.ref::jsonb, d.external_ref),
+            editable = CASE WHEN r.sent THEN r.editable ELSE d.editable END,
+            sent_at = CASE WHEN r.sent THEN coalesce(d.sent_at, now()) ELSE d.sent_at END,
+            dead_at = CASE WHEN r.status = 'dead' THEN now() END,
+            last_error_class = r.error_class,
+            last_error = r.error,
+            claim_token = NULL,
+            updated_at = now()
+        FROM r
+        WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'in_flight'
+    ), attempted AS (
+        INSERT INTO delivery_attempts (
+            delivery_id, number, operation, outcome, started_at, latency_ms, vendor_status,
+            error_class, error_reason, error_message, retry_after_seconds, rendered_revision)
+        SELECT * FROM unnest(:a_ids, :a_numbers, :a_operations, :a_outcomes, :a_started,
+                             :a_latencies, :a_vendor_statuses, :a_error_classes, :a_reasons,
+                             :a_messages, :a_retry_afters, :a_rendered)
+    ), reset AS (
+        UPDATE delivery_destinations SET consecutive_permanent_failures = 0, updated_at = now()
+        WHERE key = ANY(:reset_keys) AND consecutive_permanent_failures > 0
     )
-    UPDATE deliveries AS d SET
-        status = CASE WHEN r.sent AND r.editable AND d.content_revision > r.rendered
-                      THEN 'pending' ELSE r.status END,
-        attempts = CASE WHEN r.sent AND r.editable AND d.content_revision > r.rendered
-                        THEN 0 ELSE d.attempts END,
-        next_attempt_at = CASE
-            WHEN r.sent AND r.editable AND d.content_revision > r.rendered THEN now()
-            WHEN r.delay IS NOT NULL THEN now() + make_interval(secs => r.delay)
-            ELSE d.next_attempt_at END,
-        rendered_revision = CASE WHEN r.sent THEN r.rendered ELSE d.rendered_revision END,
-        external_ref = coalesce(r.ref::jsonb, d.external_ref),
-        editable = CASE WHEN r.sent THEN r.editable ELSE d.editable END,
-        sent_at = CASE WHEN r.sent THEN coalesce(d.sent_at, now()) ELSE d.sent_at END,
-        dead_at = CASE WHEN r.status = 'dead' THEN now() END,
-        last_error_class = r.error_class,
-        last_error = r.error,
-        claim_token = NULL,
-        updated_at = now()
-    FROM r
-    WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'in_flight'
+    SELECT 1
     """
 ).bindparams(
     bindparam("ids", type_=_UUIDS),
@@ -136,6 +156,19 @@ _RECORD_RESULTS = text(
     bindparam("error_classes", type_=_TEXTS),
     bindparam("errors", type_=_TEXTS),
     bindparam("sent", type_=_BOOLS),
+    bindparam("a_ids", type_=_UUIDS),
+    bindparam("a_numbers", type_=_INTS),
+    bindparam("a_operations", type_=_TEXTS),
+    bindparam("a_outcomes", type_=_TEXTS),
+    bindparam("a_started", type_=_TIMES),
+    bindparam("a_latencies", type_=_FLOATS),
+    bindparam("a_vendor_statuses", type_=_INTS),
+    bindparam("a_error_classes", type_=_TEXTS),
+    bindparam("a_reasons", type_=_TEXTS),
+    bindparam("a_messages", type_=_TEXTS),
+    bindparam("a_retry_afters", type_=_FLOATS),
+    bindparam("a_rendered", type_=_INTS),
+    bindparam("reset_keys", type_=_TEXTS),
 )
 
 _INSERT_ATTEMPTS = text(
@@ -143,31 +176,24 @@ _INSERT_ATTEMPTS = text(
     INSERT INTO delivery_attempts (
         delivery_id, number, operation, outcome, started_at, latency_ms, vendor_status,
         error_class, error_reason, error_message, retry_after_seconds, rendered_revision)
-    SELECT * FROM unnest(:ids, :numbers, :operations, :outcomes, :started, :latencies,
-                         :vendor_statuses, :error_classes, :reasons, :messages, :retry_afters,
-                         :rendered)
+    SELECT * FROM unnest(:a_ids, :a_numbers, :a_operations, :a_outcomes, :a_started,
+                         :a_latencies, :a_vendor_statuses, :a_error_classes, :a_reasons,
+                         :a_messages, :a_retry_afters, :a_rendered)
     """
 ).bindparams(
-    bindparam("ids", type_=_UUIDS),
-    bindparam("numbers", type_=_INTS),
-    bindparam("operations", type_=_TEXTS),
-    bindparam("outcomes", type_=_TEXTS),
-    bindparam("started", type_=_TIMES),
-    bindparam("latencies", type_=_FLOATS),
-    bindparam("vendor_statuses", type_=_INTS),
-    bindparam("error_classes", type_=_TEXTS),
-    bindparam("reasons", type_=_TEXTS),
-    bindparam("messages", type_=_TEXTS),
-    bindparam("retry_afters", type_=_FLOATS),
-    bindparam("rendered", type_=_INTS),
+    bindparam("a_ids", type_=_UUIDS),
+    bindparam("a_numbers", type_=_INTS),
+    bindparam("a_operations", type_=_TEXTS),
+    bindparam("a_outcomes", type_=_TEXTS),
+    bindparam("a_started", type_=_TIMES),
+    bindparam("a_latencies", type_=_FLOATS),
+    bindparam("a_vendor_statuses", type_=_INTS),
+    bindparam("a_error_classes", type_=_TEXTS),
+    bindparam("a_reasons", type_=_TEXTS),
+    bindparam("a_messages", type_=_TEXTS),
+    bindparam("a_retry_afters", type_=_FLOATS),
+    bindparam("a_rendered", type_=_INTS),
 )
-
-_RESET_FAILURES = text(
-    """
-    UPDATE delivery_destinations SET consecutive_permanent_failures = 0, updated_at = now()
-    WHERE key = ANY(:keys) AND consecutive_permanent_failures > 0
-    """
-).bindparams(bindparam("keys", type_=_TEXTS))
 
 _COUNT_FAILURES = text(
     """
@@ -259,6 +285,14 @@ class ClaimedRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Claimed:
+    rows: list[ClaimedRow]
+    # Seconds until the next delivery not claimed falls due, None when none waits; read by the
+    # same statement, so known only when it claimed something (`rows` not empty).
+    next_due_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class ResultRow:
     """How one attempt changes its delivery (`delay` seconds until due again, if pending)."""
 
@@ -303,12 +337,14 @@ class DeliveryRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def claim_due(
-        self, limit: int, token: uuid.UUID, lease_seconds: float
-    ) -> list[ClaimedRow]:
+    async def claim_due(self, limit: int, token: uuid.UUID, lease_seconds: float) -> Claimed:
         params = {"limit": limit, "token": token, "lease": lease_seconds}
         rows = (await self.session.execute(_CLAIM, params)).mappings().all()
-        return [_claimed(row, token) for row in rows]
+        next_due_in = rows[0]["next_due_in"] if rows else None
+        return Claimed(
+            [_claimed(row, token) for row in rows],
+            None if next_due_in is None else float(next_due_in),
+        )
 
     async def lock_destinations(
         self, keys: Sequence[str]
@@ -335,11 +371,20 @@ class DeliveryRepository:
                 _DEFER, {"ids": ids, "ats": [until[i] for i in ids], "token": token}
             )
 
-    async def record_results(self, results: Sequence[ResultRow]) -> None:
-        if not results:
+    async def record(
+        self,
+        results: Sequence[ResultRow],
+        attempts: Sequence[AttemptRow],
+        reset_keys: Collection[str],
+    ) -> None:
+        """Store outcomes, their attempts, and the end of the failure runs of destinations
+        that just succeeded, in one statement. Each outcome is stored only while its claim
+        (token, in flight) still holds: a result that arrives after its lease was taken over
+        cannot overwrite the newer claim."""
+        if not results and not attempts and not reset_keys:
             return
         await self.session.execute(
-            _RECORD_RESULTS,
+            _RECORD,
             {
                 "ids": [r.delivery_id for r in results],
                 "tokens": [r.claim_token for r in results],
@@ -354,34 +399,14 @@ class DeliveryRepository:
                 "error_classes": [r.error_class for r in results],
                 "errors": [r.error for r in results],
                 "sent": [r.sent for r in results],
+                **_attempt_params(attempts),
+                "reset_keys": sorted(reset_keys),
             },
         )
 
     async def add_attempts(self, attempts: Sequence[AttemptRow]) -> None:
-        if not attempts:
-            return
-        await self.session.execute(
-            _INSERT_ATTEMPTS,
-            {
-                "ids": [a.delivery_id for a in attempts],
-                "numbers": [a.number for a in attempts],
-                "operations": [a.operation for a in attempts],
-                "outcomes": [a.outcome for a in attempts],
-                "started": [a.started_at for a in attempts],
-                "latencies": [a.latency_ms for a in attempts],
-                "vendor_statuses": [a.vendor_status for a in attempts],
-                "error_classes": [a.error_class for a in attempts],
-                "reasons": [a.error_reason for a in attempts],
-                "messages": [a.error_message for a in attempts],
-                "retry_afters": [a.retry_after for a in attempts],
-                "rendered": [a.rendered_revision for a in attempts],
-            },
-        )
-
-    async def reset_failures(self, keys: Sequence[str]) -> None:
-        """A success clears a destination's run of permanent failures."""
-        if keys:
-            await self.session.execute(_RESET_FAILURES, {"keys": sorted(set(keys))})
+        if attempts:
+            await self.session.execute(_INSERT_ATTEMPTS, _attempt_params(attempts))
 
     async def count_failures(self, counts: Mapping[str, int]) -> dict[str, tuple[int, bool]]:
         """Add permanent failures; returns each key's run length and whether it is disabled."""
@@ -472,3 +497,20 @@ def _claimed(row: RowMapping, token: uuid.UUID) -> ClaimedRow:
         alert=alert,
     )
     return ClaimedRow(delivery=delivery, lease_expired=row["previous_status"] == "in_flight")
+
+
+def _attempt_params(attempts: Sequence[AttemptRow]) -> dict[str, list[Any]]:
+    return {
+        "a_ids": [a.delivery_id for a in attempts],
+        "a_numbers": [a.number for a in attempts],
+        "a_operations": [a.operation for a in attempts],
+        "a_outcomes": [a.outcome for a in attempts],
+        "a_started": [a.started_at for a in attempts],
+        "a_latencies": [a.latency_ms for a in attempts],
+        "a_vendor_statuses": [a.vendor_status for a in attempts],
+        "a_error_classes": [a.error_class for a in attempts],
+        "a_reasons": [a.error_reason for a in attempts],
+        "a_messages": [a.error_message for a in attempts],
+        "a_retry_afters": [a.retry_after for a in attempts],
+        "a_rendered": [a.rendered_revision for a in attempts],
+    }
