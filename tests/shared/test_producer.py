@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from deploy.local.infra import KafkaBrokerFactory
 from npsloop_shared.kafka.batching import partition_for
 from npsloop_shared.kafka.producer import (
+    Acked,
     BrokerUnavailable,
     KafkaProducer,
     OutgoingRecord,
@@ -123,6 +124,33 @@ async def test_concurrent_single_publishes_share_batches_and_all_land(
     assert [by_position[(a.partition, a.offset)] for a in acked] == [
         f"c{i}".encode() for i in range(500)
     ]
+
+
+async def test_with_linger_a_lone_record_waits_for_company_and_goes_with_it(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    producer = KafkaProducer(kafka_bootstrap, ack_timeout=5.0, linger_ms=300)
+    await producer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        await producer.publish_record(OutgoingRecord(topic, b"warm", b"k", []))  # metadata
+        started = loop.time()
+
+        async def publish(value: bytes) -> tuple[Acked, float]:
+            acked = await producer.publish_record(OutgoingRecord(topic, value, b"k", []))
+            return acked, loop.time()
+
+        first = asyncio.create_task(publish(b"first"))
+        await asyncio.sleep(0.1)  # well inside the linger: joins the first record's batch
+        (first_ack, first_at), (second_ack, second_at) = await asyncio.gather(
+            first, publish(b"second")
+        )
+    finally:
+        await producer.stop()
+
+    assert first_at - started >= 0.3  # the lone record waited the linger out
+    assert abs(second_at - first_at) < 0.05  # one produce request acknowledged both
+    assert (second_ack.partition, second_ack.offset) == (first_ack.partition, first_ack.offset + 1)
 
 
 async def test_keys_go_where_the_java_default_partitioner_puts_them(
