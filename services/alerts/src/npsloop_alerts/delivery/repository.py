@@ -102,11 +102,36 @@ _DEFER = text(
     bindparam("token", type_=UUID(as_uuid=True)),
 )
 
+# Attempts are inserted alone (leases found expired) or as part of `_RECORD`.
+_INSERT_ATTEMPTS_SQL = """
+    INSERT INTO delivery_attempts (
+        delivery_id, number, operation, outcome, started_at, latency_ms, vendor_status,
+        error_class, error_reason, error_message, retry_after_seconds, rendered_revision)
+    SELECT * FROM unnest(:a_ids, :a_numbers, :a_operations, :a_outcomes, :a_started,
+                         :a_latencies, :a_vendor_statuses, :a_error_classes, :a_reasons,
+                         :a_messages, :a_retry_afters, :a_rendered)
+"""
+_ATTEMPT_PARAMS = (
+    bindparam("a_ids", type_=_UUIDS),
+    bindparam("a_numbers", type_=_INTS),
+    bindparam("a_operations", type_=_TEXTS),
+    bindparam("a_outcomes", type_=_TEXTS),
+    bindparam("a_started", type_=_TIMES),
+    bindparam("a_latencies", type_=_FLOATS),
+    bindparam("a_vendor_statuses", type_=_INTS),
+    bindparam("a_error_classes", type_=_TEXTS),
+    bindparam("a_reasons", type_=_TEXTS),
+    bindparam("a_messages", type_=_TEXTS),
+    bindparam("a_retry_afters", type_=_FLOATS),
+    bindparam("a_rendered", type_=_INTS),
+)
+_INSERT_ATTEMPTS = text(_INSERT_ATTEMPTS_SQL).bindparams(*_ATTEMPT_PARAMS)
+
 # The usual outcome write, in one statement (one round trip, one parse): each outcome's row,
 # its attempt, and the failure runs its successes end. The three parts touch different rows and
 # none reads another's result, which is what data-modifying CTEs allow.
 _RECORD = text(
-    """
+    f"""
     WITH r AS (
         SELECT * FROM unnest(:ids, :tokens, :statuses, :delays, :refs, :editables, :rendered,
                              :error_classes, :errors, :sent)
@@ -132,19 +157,12 @@ _RECORD = text(
             updated_at = now()
         FROM r
         WHERE d.id = r.id AND d.claim_token = r.token AND d.status = 'in_flight'
-    ), attempted AS (
-        INSERT INTO delivery_attempts (
-            delivery_id, number, operation, outcome, started_at, latency_ms, vendor_status,
-            error_class, error_reason, error_message, retry_after_seconds, rendered_revision)
-        SELECT * FROM unnest(:a_ids, :a_numbers, :a_operations, :a_outcomes, :a_started,
-                             :a_latencies, :a_vendor_statuses, :a_error_classes, :a_reasons,
-                             :a_messages, :a_retry_afters, :a_rendered)
-    ), reset AS (
+    ), attempted AS ({_INSERT_ATTEMPTS_SQL}), reset AS (
         UPDATE delivery_destinations SET consecutive_permanent_failures = 0, updated_at = now()
         WHERE key = ANY(:reset_keys) AND consecutive_permanent_failures > 0
     )
     SELECT 1
-    """
+    """  # noqa: S608 - constants only; every value is a bound parameter
 ).bindparams(
     bindparam("ids", type_=_UUIDS),
     bindparam("tokens", type_=_UUIDS),
@@ -156,43 +174,8 @@ _RECORD = text(
     bindparam("error_classes", type_=_TEXTS),
     bindparam("errors", type_=_TEXTS),
     bindparam("sent", type_=_BOOLS),
-    bindparam("a_ids", type_=_UUIDS),
-    bindparam("a_numbers", type_=_INTS),
-    bindparam("a_operations", type_=_TEXTS),
-    bindparam("a_outcomes", type_=_TEXTS),
-    bindparam("a_started", type_=_TIMES),
-    bindparam("a_latencies", type_=_FLOATS),
-    bindparam("a_vendor_statuses", type_=_INTS),
-    bindparam("a_error_classes", type_=_TEXTS),
-    bindparam("a_reasons", type_=_TEXTS),
-    bindparam("a_messages", type_=_TEXTS),
-    bindparam("a_retry_afters", type_=_FLOATS),
-    bindparam("a_rendered", type_=_INTS),
+    *_ATTEMPT_PARAMS,
     bindparam("reset_keys", type_=_TEXTS),
-)
-
-_INSERT_ATTEMPTS = text(
-    """
-    INSERT INTO delivery_attempts (
-        delivery_id, number, operation, outcome, started_at, latency_ms, vendor_status,
-        error_class, error_reason, error_message, retry_after_seconds, rendered_revision)
-    SELECT * FROM unnest(:a_ids, :a_numbers, :a_operations, :a_outcomes, :a_started,
-                         :a_latencies, :a_vendor_statuses, :a_error_classes, :a_reasons,
-                         :a_messages, :a_retry_afters, :a_rendered)
-    """
-).bindparams(
-    bindparam("a_ids", type_=_UUIDS),
-    bindparam("a_numbers", type_=_INTS),
-    bindparam("a_operations", type_=_TEXTS),
-    bindparam("a_outcomes", type_=_TEXTS),
-    bindparam("a_started", type_=_TIMES),
-    bindparam("a_latencies", type_=_FLOATS),
-    bindparam("a_vendor_statuses", type_=_INTS),
-    bindparam("a_error_classes", type_=_TEXTS),
-    bindparam("a_reasons", type_=_TEXTS),
-    bindparam("a_messages", type_=_TEXTS),
-    bindparam("a_retry_afters", type_=_FLOATS),
-    bindparam("a_rendered", type_=_INTS),
 )
 
 _COUNT_FAILURES = text(
