@@ -19,6 +19,7 @@ from npsloop_alerts.channels import (
     TransientDeliveryError,
 )
 from npsloop_alerts.channels.slack import render_slack
+from npsloop_alerts.delivery.http_transport import LeanHttpClient
 from tests.fakes.samples import ARABIC, CJK, HEBREW, HOSTILE_COMMENTS, LONG, PINGS, alert_message
 from tests.fakes.server import Scripted
 from tests.fakes.slack_api import (
@@ -43,9 +44,15 @@ def slack(slack_server: FakeSlack) -> FakeSlack:
     return slack_server
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2.0) as http:
+@pytest.fixture(params=["httpx client", "lean client"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """Every test runs on httpx's own client and on the lean one the service uses."""
+    http = (
+        httpx.AsyncClient(timeout=2.0)
+        if request.param == "httpx client"
+        else LeanHttpClient(timeout=2.0, max_connections=8)
+    )
+    async with http:
         yield http
 
 

@@ -19,6 +19,7 @@ from npsloop_alerts.channels import (
 )
 from npsloop_alerts.channels.escaping import utf16_length
 from npsloop_alerts.channels.telegram import render_telegram
+from npsloop_alerts.delivery.http_transport import LeanHttpClient
 from tests.fakes.samples import (
     ARABIC,
     CJK,
@@ -47,9 +48,15 @@ def telegram(telegram_server: FakeTelegram) -> FakeTelegram:
     return telegram_server
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2.0) as http:
+@pytest.fixture(params=["httpx client", "lean client"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """Every test runs on httpx's own client and on the lean one the service uses."""
+    http = (
+        httpx.AsyncClient(timeout=2.0)
+        if request.param == "httpx client"
+        else LeanHttpClient(timeout=2.0, max_connections=8)
+    )
+    async with http:
         yield http
 
 

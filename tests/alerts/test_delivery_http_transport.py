@@ -1,5 +1,6 @@
 """The lean HTTP transport against real local servers: keep-alive reuse, chunked and gzip
-answers through httpx, and failures surfacing as httpx's own exceptions."""
+answers through httpx, and failures surfacing as httpx's own exceptions; and the client's
+`post_bytes` path, which must put the same request on the wire and answer the same way."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import asyncio
 import gzip
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
-from npsloop_alerts.delivery.http_transport import LeanHttpClient, LeanHttpTransport
+from npsloop_alerts.delivery.http_transport import (
+    AnswerHeaders,
+    LeanAnswer,
+    LeanHttpClient,
+    LeanHttpTransport,
+)
 
 Scope = dict[str, Any]
 
@@ -210,3 +216,132 @@ async def test_garbage_instead_of_http_is_a_protocol_error(client: httpx.AsyncCl
 async def test_only_http_and_https_are_spoken(client: httpx.AsyncClient) -> None:
     with pytest.raises(httpx.UnsupportedProtocol):
         await client.post("ftp://127.0.0.1/file", content=b"x")
+
+
+# --- post_bytes: the channel providers' lean path -------------------------------------------------
+
+
+async def _capture_one_request(
+    send: Callable[[str], Awaitable[object]],
+) -> bytes:
+    """The first request `send(url)` puts on the wire (answered with 200 {}), as bytes."""
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        received.set_result(head + await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    capture = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = capture.sockets[0].getsockname()[1]
+    try:
+        await send(f"http://127.0.0.1:{port}/bot123:SECRET/sendMessage?x=1")
+        # Two captures listen on different ports: the Host header is compared without it.
+        return (await received).replace(f"127.0.0.1:{port}".encode(), b"capture")
+    finally:
+        capture.close()
+        await capture.wait_closed()
+
+
+def _head_and_body(request: bytes) -> tuple[bytes, list[bytes], bytes]:
+    head, body = request.split(b"\r\n\r\n", 1)
+    request_line, *header_lines = head.split(b"\r\n")
+    headers = sorted(
+        name.lower() + b":" + value.strip()
+        for name, value in (line.split(b":", 1) for line in header_lines)
+    )
+    return request_line, headers, body
+
+
+async def test_post_bytes_puts_on_the_wire_what_httpx_would() -> None:
+    body = '{"text": "olá 你好"}'.encode()
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer xoxb-1"}
+    async with LeanHttpClient(timeout=1.0, max_connections=1) as http:
+        stock = await _capture_one_request(
+            lambda url: http.post(url, content=body, headers=headers)
+        )
+        lean = await _capture_one_request(lambda url: http.post_bytes(url, body, headers))
+
+    assert _head_and_body(lean) == _head_and_body(stock)
+    assert _head_and_body(lean)[0] == b"POST /bot123:SECRET/sendMessage?x=1 HTTP/1.1"
+
+
+async def test_post_bytes_lets_the_caller_override_a_default_header() -> None:
+    async with LeanHttpClient(timeout=1.0, max_connections=1) as http:
+        sent = await _capture_one_request(
+            lambda url: http.post_bytes(url, b"{}", {"User-Agent": "npsloop/1"})
+        )
+
+    _, headers, _ = _head_and_body(sent)
+    assert [h for h in headers if h.startswith(b"user-agent:")] == [b"user-agent:npsloop/1"]
+
+
+async def test_post_bytes_answers_as_httpx_does(server: str) -> None:
+    async with LeanHttpClient(timeout=1.0, max_connections=2) as http:
+        for path, content in [
+            ("/echo", '{"a": "olá"}'.encode()),
+            ("/chunked", b""),
+            ("/gzip", b""),
+        ]:
+            stock = await http.post(f"{server}{path}", content=content)
+            lean = await http.post_bytes(f"{server}{path}", content, {})
+
+            assert lean.status_code == stock.status_code
+            assert lean.text == stock.text
+            assert lean.headers.get("Content-Type") == stock.headers.get("content-type")
+            assert lean.headers.get("x-missing", "none") == "none"
+            if path != "/chunked":
+                assert lean.json() == stock.json()
+    with pytest.raises(ValueError, match="line 1 column 1"):
+        LeanAnswer(200, AnswerHeaders([]), b"not json").json()
+
+
+async def test_post_bytes_decodes_text_in_the_declared_charset() -> None:
+    answer = LeanAnswer(
+        200,
+        AnswerHeaders([(b"Content-Type", b'text/plain; charset="ISO-8859-1"')]),
+        "olá".encode("latin-1"),
+    )
+    assert answer.text == "olá"
+    assert LeanAnswer(200, AnswerHeaders([]), "你好".encode()).text == "你好"
+
+
+async def test_post_bytes_reuses_connections_within_the_limit(server: str) -> None:
+    async with LeanHttpClient(timeout=1.0, max_connections=3) as http:
+        one_by_one = {
+            (await http.post_bytes(f"{server}/echo", b"1", {})).headers.get("x-peer-port")
+            for _ in range(10)
+        }
+        together = await asyncio.gather(
+            *(http.post_bytes(f"{server}/echo", b"2", {}) for _ in range(30))
+        )
+
+    assert len(one_by_one) == 1
+    assert len({answer.headers.get("x-peer-port") for answer in together}) <= 3
+
+
+async def test_post_bytes_fails_with_httpx_exceptions(server: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = probe.getsockname()[1]
+    async with LeanHttpClient(timeout=1.0, max_connections=1) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post_bytes(f"{server}/slow", b"x", {})
+        with pytest.raises(httpx.ConnectError):
+            await http.post_bytes(f"http://127.0.0.1:{nobody}/", b"x", {})
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await http.post_bytes("ftp://127.0.0.1/file", b"x", {})
+        with pytest.raises(httpx.InvalidURL):
+            await http.post_bytes("http://[::1/", b"x", {})
+        with pytest.raises(httpx.LocalProtocolError):
+            await http.post_bytes(f"{server}/echo", b"x", {"X-Note": "a\r\nX-Injected: 1"})
+        # After all that, the client still works.
+        assert (await http.post_bytes(f"{server}/echo", b"7", {})).json() == {"echo": 7}
+    with pytest.raises(RuntimeError):
+        await http.post_bytes(f"{server}/echo", b"x", {})

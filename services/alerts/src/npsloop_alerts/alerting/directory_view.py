@@ -54,7 +54,7 @@ _DIRECTORY = text(
         (SELECT coalesce(jsonb_agg(to_jsonb(p)), '[]'::jsonb) FROM (
             SELECT id, name, email, slack_webhook_url, slack_channel, telegram_chat_id,
                    webhook_url, locale, timezone, quiet_hours_start, quiet_hours_end, active
-            FROM people WHERE id IN (SELECT id FROM wanted)) AS p) AS people
+            FROM people WHERE id = ANY(ARRAY(SELECT id FROM wanted))) AS p) AS people
     """  # noqa: S608 - constants only; every value is a bound parameter
 ).columns(accounts=JSONB, team=JSONB, rules=JSONB, people=JSONB)
 

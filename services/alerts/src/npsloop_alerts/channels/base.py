@@ -23,7 +23,7 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -244,6 +244,26 @@ class Stopwatch:
         return (time.perf_counter() - self._started) * 1000
 
 
+class AnswerHeaders(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+class VendorAnswer(Protocol):
+    """What the providers read from an HTTP answer: `httpx.Response` has it, and so has the
+    lean client's answer."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> AnswerHeaders: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
 async def post(
     client: httpx.AsyncClient,
     url: str,
@@ -251,13 +271,17 @@ async def post(
     content: bytes,
     headers: Mapping[str, str],
     vendor: str,
-) -> httpx.Response:
+) -> VendorAnswer:
     """POST and turn transport failures into delivery errors.
 
     Exception text is not copied into the error: httpx messages can contain the URL, and a
     Telegram URL contains the bot token.
     """
     try:
+        # `LeanHttpClient` has a lean path for exactly this call (a quarter of the CPU).
+        post_bytes = getattr(client, "post_bytes", None)
+        if post_bytes is not None:
+            return cast(VendorAnswer, await post_bytes(url, content, headers))
         return await client.post(url, content=content, headers=dict(headers))
     except httpx.TimeoutException as exc:
         raise TransientDeliveryError(f"{vendor} did not answer in time", reason="timeout") from exc
@@ -269,7 +293,7 @@ async def post(
         ) from exc
 
 
-def retry_after_header(headers: httpx.Headers) -> float | None:
+def retry_after_header(headers: AnswerHeaders) -> float | None:
     """`Retry-After` as seconds: either delta-seconds or an HTTP date (RFC 9110)."""
     value = headers.get("retry-after")
     if value is None:
@@ -288,7 +312,7 @@ def retry_after_header(headers: httpx.Headers) -> float | None:
 
 
 def classify_http_status(
-    response: httpx.Response, *, vendor: str, reason: str | None = None
+    response: VendorAnswer, *, vendor: str, reason: str | None = None
 ) -> DeliveryError:
     """The error for a non-success HTTP answer: 408/429/5xx transient, other 4xx/3xx permanent."""
     status = response.status_code

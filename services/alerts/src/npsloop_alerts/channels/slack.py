@@ -26,6 +26,7 @@ from npsloop_alerts.channels.base import (
     SlackRef,
     Stopwatch,
     TransientDeliveryError,
+    VendorAnswer,
     classify_http_status,
     post,
     retry_after_header,
@@ -271,7 +272,7 @@ class SlackProvider:
         )
 
 
-def _webhook_error(response: httpx.Response) -> DeliveryError:
+def _webhook_error(response: VendorAnswer) -> DeliveryError:
     code = response.text.strip()[:64] or None
     if response.status_code == 200:
         # A 200 that is not "ok" is not a documented answer; do not call it delivered.
@@ -286,7 +287,7 @@ def _webhook_error(response: httpx.Response) -> DeliveryError:
     return classify_http_status(response, vendor="Slack webhook", reason=reason)
 
 
-def _api_answer(response: httpx.Response, method: str) -> dict[str, Any]:
+def _api_answer(response: VendorAnswer, method: str) -> dict[str, Any]:
     """The JSON of a successful Web API call; every failure raised as a delivery error."""
     if response.status_code != 200:
         raise classify_http_status(response, vendor=f"Slack {method}")
@@ -307,7 +308,7 @@ def _api_answer(response: httpx.Response, method: str) -> dict[str, Any]:
     raise _api_error(str(answer.get("error") or "unknown_error"), method, response)
 
 
-def _api_error(error: str, method: str, response: httpx.Response) -> DeliveryError:
+def _api_error(error: str, method: str, response: VendorAnswer) -> DeliveryError:
     detail = f"Slack {method} failed: {error}"
     if error in _TRANSIENT_API_ERRORS:
         return TransientDeliveryError(

@@ -27,6 +27,7 @@ from npsloop_alerts.channels.base import (
     Stopwatch,
     TelegramRef,
     TransientDeliveryError,
+    VendorAnswer,
     post,
     retry_after_header,
 )
@@ -258,7 +259,7 @@ def _message_payload(rendered: RenderedTelegram, chat_id: int | str) -> dict[str
     return payload
 
 
-def _result(response: httpx.Response, method: str) -> Any:
+def _result(response: VendorAnswer, method: str) -> Any:
     """`result` of an `ok` answer; anything else raised as a delivery error."""
     try:
         answer = response.json()
@@ -283,7 +284,7 @@ def _error(
     code: int,
     description: str,
     parameters: dict[str, Any],
-    response: httpx.Response,
+    response: VendorAnswer,
     method: str,
 ) -> DeliveryError:
     """Telegram's verdict as our error: 429/5xx transient, 401/404 our token, else permanent."""

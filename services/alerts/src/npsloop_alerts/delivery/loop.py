@@ -128,6 +128,8 @@ class DeliveryLoop(BackgroundLoop):
         self._results: asyncio.Queue[SendOutcome | None] = asyncio.Queue()
         self._tasks: dict[asyncio.Task[None], ClaimedDelivery] = {}
         self._sending: set[uuid.UUID] = set()
+        # Set while the claim loop waits for a send to finish because every slot is taken.
+        self._waiting_for_room = False
 
     async def stop(self) -> None:
         self._wake.set()
@@ -161,7 +163,9 @@ class DeliveryLoop(BackgroundLoop):
         while not self.stopping:
             capacity = self._config.max_in_flight - len(self._tasks)
             if capacity <= 0:
+                self._waiting_for_room = True
                 await self._idle(self._config.poll_interval)
+                self._waiting_for_room = False
                 continue
             requested = min(capacity, self._config.batch_size)
             self._wake.clear()
@@ -283,7 +287,10 @@ class DeliveryLoop(BackgroundLoop):
         if delivery is not None:
             self._sending.discard(delivery.id)
         self._metrics.in_process.set(len(self._tasks))
-        self._wake.set()  # capacity freed
+        if self._waiting_for_room:
+            # Only then: new work wakes the loop itself (the decide step, NOTIFY, due times),
+            # and a claim after every finished send would mostly find nothing.
+            self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", exc_info=task.exception())
 
@@ -361,6 +368,8 @@ class DeliveryLoop(BackgroundLoop):
                 {key: min(hint, cap) for key, hint in settlement.retry_hints.items()}
             )
             await self._disable_failing(repository, settlement)
+        if any(result.status == "pending" for result in settlement.results):
+            self._wake.set()  # a retry is due at its backoff: the claim loop learns when
 
     async def _disable_failing(
         self, repository: DeliveryRepository, settlement: Settlement
