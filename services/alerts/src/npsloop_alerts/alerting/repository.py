@@ -34,7 +34,8 @@ from sqlalchemy.types import Text
 from npsloop_alerts.alerting.events import OutboxRecord
 
 # Events and deliveries travel as two JSON arrays (one parameter each, whatever the batch
-# size), typed back into rows by `jsonb_to_recordset`. A newer revision re-points every
+# size), typed back into rows by `json_to_recordset` (as `json`, not `jsonb`: read once, never
+# stored, so building jsonb's binary form would be wasted work). A newer revision re-points every
 # delivery at it: pending ones render it anyway; sent chat messages that can be edited go back
 # to the queue as an edit; a held email is released once the response is complete (has its
 # comment). In-flight ones compare `content_revision` with what they rendered when their
@@ -42,7 +43,7 @@ from npsloop_alerts.alerting.events import OutboxRecord
 _DECIDE = text(
     """
     WITH e AS (
-        SELECT * FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e(
+        SELECT * FROM json_to_recordset(CAST(:events AS json)) AS e(
             i integer, event_id uuid, id uuid, source text, response_id text, revision integer,
             account_id text, account_known boolean, account_name text, segment text,
             bucket text, score integer, comment text, kind text, touchpoint text,
@@ -85,7 +86,7 @@ _DECIDE = text(
         SELECT d.id, d.alert_id, 'alert', d.recipient_id, d.recipient_role, d.recipient_name,
             d.locale, d.timezone, d.channel, d.destination, d.destination_key, 'pending', 0,
             d.not_before, d.next_attempt_at, d.awaiting_comment, e.revision
-        FROM jsonb_to_recordset(CAST(:deliveries AS jsonb)) AS d(
+        FROM json_to_recordset(CAST(:deliveries AS json)) AS d(
                 id uuid, alert_id uuid, recipient_id text, recipient_role text,
                 recipient_name text, locale text, timezone text, channel text, destination text,
                 destination_key text, not_before timestamptz, next_attempt_at timestamptz,
