@@ -26,6 +26,7 @@ from npsloop_alerts.delivery.repository import Claimed, DeliveryRepository
 from npsloop_alerts.delivery.service import DeliveryService
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.db import create_engine, create_sessionmaker, session_scope
+from npsloop_shared.driver_db import DriverPool
 from tests.alerts.alerting_support import (
     MailSink,
     Pipeline,
@@ -98,8 +99,10 @@ async def start_loop(pipeline: Pipeline, stack: AsyncExitStack, **overrides: Any
     settings = pipeline.settings.model_copy(update=overrides)
     providers = ChannelProviders.from_settings(settings)
     stack.push_async_callback(providers.aclose)
+    database = DriverPool(settings.database_url, application_name="test-delivery-loop", max_size=5)
+    stack.push_async_callback(database.close)
     loop = DeliveryLoop(
-        pipeline.sessionmaker,
+        database,
         database_url=settings.database_url,
         dispatcher=Dispatcher(providers, links=AlertLinks.from_settings(settings), send_timeout=1),
         config=LoopConfig.from_settings(settings),
@@ -370,10 +373,14 @@ async def test_a_claim_says_when_the_next_delivery_it_left_behind_falls_due(
             {"a": later},
         )
 
-    async with session_scope(pipeline.sessionmaker) as session:
-        first = await DeliveryRepository(session).claim_due(10, uuid.uuid4(), 60)
-    async with session_scope(pipeline.sessionmaker) as session:
-        nothing_due = await DeliveryRepository(session).claim_due(10, uuid.uuid4(), 60)
+    database = DriverPool(pipeline.settings.database_url, application_name="test", max_size=1)
+    try:
+        async with database.transaction() as connection:
+            first = await DeliveryRepository(connection).claim_due(10, uuid.uuid4(), 60)
+        async with database.transaction() as connection:
+            nothing_due = await DeliveryRepository(connection).claim_due(10, uuid.uuid4(), 60)
+    finally:
+        await database.close()
 
     assert [row.delivery.alert_id for row in first.rows] == [soon]
     # The claimed row's own lease (60 s) is later than the delivery left waiting.

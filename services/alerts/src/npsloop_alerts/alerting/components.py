@@ -1,10 +1,11 @@
 """Wiring of consume-and-decide and delivery into the alerts process (called by the lifespan).
 
-Start order: work resources (channel clients, a database engine for the hot paths), the delivery
+Start order: work resources (channel clients, the hot paths' database connections), the delivery
 loop, the responses consumer, the alert outbox relay; stop order is the reverse, so the consumer
 stops taking records before the loop drains its in-flight sends, and the clients close last.
 
-The hot paths (one decision per record, claims and results of the delivery loop) use their own
+The delivery loop's claims and results run on asyncpg directly (`DriverPool`: SQLAlchemy's
+execution layer would cost more CPU than its statements). The decide step uses its own
 engine without `pool_pre_ping`: a ping costs three round trips per checkout (BEGIN, SELECT,
 ROLLBACK), more than the work itself. A connection that died is discarded by SQLAlchemy on the
 error, and the record or claim is simply retried.
@@ -30,7 +31,8 @@ from npsloop_alerts.delivery.metrics import delivery_metrics
 from npsloop_alerts.kafka import KafkaConnection
 from npsloop_alerts.lifecycle import Component
 from npsloop_alerts.settings import AlertsSettings
-from npsloop_shared.db import SessionMaker, create_sessionmaker
+from npsloop_shared.db import SessionMaker
+from npsloop_shared.driver_db import DriverPool
 from npsloop_shared.kafka.consumer import KafkaEventConsumer
 from npsloop_shared.kafka.topics import TopicSpec, event_topic, with_dead_letter
 
@@ -60,9 +62,12 @@ class WorkResources:
 
     name = "alerting-resources"
 
-    def __init__(self, providers: ChannelProviders, engine: AsyncEngine) -> None:
+    def __init__(
+        self, providers: ChannelProviders, engine: AsyncEngine, database: DriverPool
+    ) -> None:
         self.providers = providers
         self.engine = engine
+        self.database = database
 
     async def start(self) -> None:
         return None
@@ -70,6 +75,7 @@ class WorkResources:
     async def stop(self) -> None:
         await self.providers.aclose()
         await self.engine.dispose()
+        await self.database.close()
 
     def healthy(self) -> bool:
         return not self.providers.closed
@@ -100,8 +106,13 @@ def alerting_components(
     """`sessionmaker` is the process's (the relay uses it); the hot paths get their own."""
     providers = ChannelProviders.from_settings(settings)
     work_engine = hot_path_engine(settings)
+    delivery_database = DriverPool(
+        settings.database_url,
+        application_name="npsloop-alerts-delivery",
+        max_size=settings.database_pool_size,
+    )
     loop = DeliveryLoop(
-        create_sessionmaker(work_engine),
+        delivery_database,
         database_url=settings.database_url,
         dispatcher=Dispatcher(
             providers,
@@ -141,4 +152,9 @@ def alerting_components(
         processed_event_retention=timedelta(days=settings.alerts_processed_event_retention_days),
         metrics=metrics,
     )
-    return [WorkResources(providers, work_engine), loop, ResponsesConsumer(consumers), relay]
+    return [
+        WorkResources(providers, work_engine, delivery_database),
+        loop,
+        ResponsesConsumer(consumers),
+        relay,
+    ]

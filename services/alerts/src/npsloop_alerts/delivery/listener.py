@@ -10,14 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy.engine import make_url
+
+from npsloop_shared.driver_db import asyncpg_dsn
 
 log = logging.getLogger(__name__)
-
-
-def asyncpg_dsn(database_url: str) -> str:
-    """`postgresql+asyncpg://…` (SQLAlchemy) → `postgresql://…` (asyncpg)."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class NotifyListener:

@@ -34,8 +34,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from npsloop_alerts.alerting.service import delivery_id_for
 from npsloop_alerts.delivery.backoff import RetryPolicy
 from npsloop_alerts.delivery.dispatch import Dispatcher
@@ -54,7 +52,7 @@ from npsloop_alerts.delivery.settle import Settlement, settle
 from npsloop_alerts.delivery.work import ClaimedDelivery, SendOutcome, Verdict
 from npsloop_alerts.lifecycle import BackgroundLoop
 from npsloop_alerts.routing.rules import Channel
-from npsloop_shared.db import SessionMaker, session_scope
+from npsloop_shared.driver_db import DRIVER_ERRORS, DriverPool
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +109,7 @@ class DeliveryLoop(BackgroundLoop):
 
     def __init__(
         self,
-        sessionmaker: SessionMaker,
+        database: DriverPool,
         *,
         database_url: str,
         dispatcher: Dispatcher,
@@ -119,7 +117,7 @@ class DeliveryLoop(BackgroundLoop):
         metrics: DeliveryMetrics,
     ) -> None:
         super().__init__(stop_grace=config.send_timeout + 10)
-        self._sessionmaker = sessionmaker
+        self._database = database
         self._dispatcher = dispatcher
         self._config = config
         self._metrics = metrics
@@ -171,7 +169,7 @@ class DeliveryLoop(BackgroundLoop):
             self._wake.clear()
             try:
                 claimed, next_due_in = await self._claim(requested)
-            except (SQLAlchemyError, OSError) as exc:
+            except DRIVER_ERRORS as exc:
                 log.warning("claiming deliveries failed", extra={"error": repr(exc)})
                 await self.pause(backoff)
                 backoff = min(backoff * 2, MAX_DB_BACKOFF_SECONDS)
@@ -186,8 +184,8 @@ class DeliveryLoop(BackgroundLoop):
         """The deliveries to send now, and seconds until the next one left waiting falls due
         (None: none waits), which the claim knows only when it found something."""
         token = uuid.uuid4()
-        async with session_scope(self._sessionmaker) as session:
-            repository = DeliveryRepository(session)
+        async with self._database.transaction() as connection:
+            repository = DeliveryRepository(connection)
             claimed = await repository.claim_due(limit, token, self._config.lease_seconds)
             if not claimed.rows:
                 return [], UNKNOWN
@@ -262,9 +260,9 @@ class DeliveryLoop(BackgroundLoop):
         await self._listener.ensure()
         if isinstance(due_in, Unknown):
             try:
-                async with session_scope(self._sessionmaker) as session:
-                    due_in = await DeliveryRepository(session).next_due_in()
-            except (SQLAlchemyError, OSError):
+                async with self._database.transaction() as connection:
+                    due_in = await DeliveryRepository(connection).next_due_in()
+            except DRIVER_ERRORS:
                 return self._config.poll_interval
         if due_in is None:
             return self._config.poll_interval
@@ -319,11 +317,11 @@ class DeliveryLoop(BackgroundLoop):
         for delivery in deliveries:
             by_token.setdefault(delivery.claim_token, {})[delivery.id] = now
         try:
-            async with session_scope(self._sessionmaker) as session:
-                repository = DeliveryRepository(session)
+            async with self._database.transaction() as connection:
+                repository = DeliveryRepository(connection)
                 for token, until in by_token.items():
                     await repository.defer(token, until)
-        except (SQLAlchemyError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             log.warning(
                 "could not release deliveries; leases will expire", extra={"error": repr(exc)}
             )
@@ -350,7 +348,7 @@ class DeliveryLoop(BackgroundLoop):
         while True:
             try:
                 await self._record(batch)
-            except (SQLAlchemyError, OSError) as exc:
+            except DRIVER_ERRORS as exc:
                 log.warning("recording delivery outcomes failed", extra={"error": repr(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_DB_BACKOFF_SECONDS)
@@ -361,8 +359,8 @@ class DeliveryLoop(BackgroundLoop):
     async def _record(self, batch: list[SendOutcome]) -> None:
         settlement = settle(batch, self._config.retry)
         cap = self._config.retry.max_retry_after_seconds
-        async with session_scope(self._sessionmaker) as session:
-            repository = DeliveryRepository(session)
+        async with self._database.transaction() as connection:
+            repository = DeliveryRepository(connection)
             await repository.record(settlement.results, settlement.attempts, settlement.reset_keys)
             await repository.honour_retry_hints(
                 {key: min(hint, cap) for key, hint in settlement.retry_hints.items()}
@@ -416,10 +414,10 @@ class DeliveryLoop(BackgroundLoop):
     async def _refresh_stats(self) -> None:
         while True:
             try:
-                async with session_scope(self._sessionmaker) as session:
-                    stats = await DeliveryRepository(session).queue_stats()
+                async with self._database.transaction() as connection:
+                    stats = await DeliveryRepository(connection).queue_stats()
                 self._metrics.observe_queue(stats)
-            except (SQLAlchemyError, OSError) as exc:
+            except DRIVER_ERRORS as exc:
                 log.debug("queue stats unavailable", extra={"error": repr(exc)})
             await asyncio.sleep(self._config.stats_interval)
 

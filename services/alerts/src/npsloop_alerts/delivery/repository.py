@@ -19,11 +19,10 @@ from typing import Any, Final
 import orjson
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Boolean, DateTime, Float, Integer, String
 
 from npsloop_alerts.delivery.work import AlertContent, ClaimedDelivery
+from npsloop_shared.driver_db import DriverSql
 
 NOTIFY_CHANNEL: Final = "npsloop_deliveries"
 
@@ -34,8 +33,9 @@ _INTS = ARRAY(Integer)
 _BOOLS = ARRAY(Boolean)
 _TIMES = ARRAY(DateTime(timezone=True))
 
-_CLAIM = text(
-    """
+_CLAIM = DriverSql(
+    text(
+        """
     WITH due AS (
         SELECT id, status AS previous_status FROM deliveries
         WHERE status IN ('pending', 'in_flight') AND next_attempt_at <= now()
@@ -65,41 +65,48 @@ _CLAIM = text(
     JOIN alerts AS a ON a.id = c.alert_id
     LEFT JOIN delivery_destinations AS dd ON dd.key = c.destination_key
     """
-).bindparams(
-    bindparam("token", type_=UUID(as_uuid=True)),
-    bindparam("lease", type_=Float),
+    ).bindparams(
+        bindparam("token", type_=UUID(as_uuid=True)),
+        bindparam("lease", type_=Float),
+    )
 )
 
 # Ensures a row per paced destination and locks them (in key order: no deadlock between
 # replicas); DO UPDATE is what makes existing rows come back locked too.
-_LOCK_DESTINATIONS = text(
-    """
+_LOCK_DESTINATIONS = DriverSql(
+    text(
+        """
     INSERT INTO delivery_destinations AS dd (key)
     SELECT key FROM unnest(:keys) AS key ORDER BY key
     ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
     RETURNING dd.key, greatest(dd.next_allowed_at, now()) AS next_allowed_at, now() AS db_now
     """
-).bindparams(bindparam("keys", type_=_TEXTS))
+    ).bindparams(bindparam("keys", type_=_TEXTS))
+)
 
-_ADVANCE_DESTINATIONS = text(
-    """
+_ADVANCE_DESTINATIONS = DriverSql(
+    text(
+        """
     UPDATE delivery_destinations AS dd SET next_allowed_at = v.at, updated_at = now()
     FROM unnest(:keys, :ats) AS v(key, at) WHERE dd.key = v.key
     """
-).bindparams(bindparam("keys", type_=_TEXTS), bindparam("ats", type_=_TIMES))
+    ).bindparams(bindparam("keys", type_=_TEXTS), bindparam("ats", type_=_TIMES))
+)
 
-_DEFER = text(
-    """
+_DEFER = DriverSql(
+    text(
+        """
     UPDATE deliveries AS d SET
         status = 'pending', attempts = d.attempts - 1, next_attempt_at = v.at,
         claim_token = NULL, updated_at = now()
     FROM unnest(:ids, :ats) AS v(id, at)
     WHERE d.id = v.id AND d.claim_token = :token
     """
-).bindparams(
-    bindparam("ids", type_=_UUIDS),
-    bindparam("ats", type_=_TIMES),
-    bindparam("token", type_=UUID(as_uuid=True)),
+    ).bindparams(
+        bindparam("ids", type_=_UUIDS),
+        bindparam("ats", type_=_TIMES),
+        bindparam("token", type_=UUID(as_uuid=True)),
+    )
 )
 
 # Attempts are inserted alone (leases found expired) or as part of `_RECORD`.
@@ -125,13 +132,14 @@ _ATTEMPT_PARAMS = (
     bindparam("a_retry_afters", type_=_FLOATS),
     bindparam("a_rendered", type_=_INTS),
 )
-_INSERT_ATTEMPTS = text(_INSERT_ATTEMPTS_SQL).bindparams(*_ATTEMPT_PARAMS)
+_INSERT_ATTEMPTS = DriverSql(text(_INSERT_ATTEMPTS_SQL).bindparams(*_ATTEMPT_PARAMS))
 
 # The usual outcome write, in one statement (one round trip, one parse): each outcome's row,
 # its attempt, and the failure runs its successes end. The three parts touch different rows and
 # none reads another's result, which is what data-modifying CTEs allow.
-_RECORD = text(
-    f"""
+_RECORD = DriverSql(
+    text(
+        f"""
     WITH r AS (
         SELECT * FROM unnest(:ids, :tokens, :statuses, :delays, :refs, :editables, :rendered,
                              :error_classes, :errors, :sent)
@@ -163,23 +171,25 @@ _RECORD = text(
     )
     SELECT 1
     """  # noqa: S608 - constants only; every value is a bound parameter
-).bindparams(
-    bindparam("ids", type_=_UUIDS),
-    bindparam("tokens", type_=_UUIDS),
-    bindparam("statuses", type_=_TEXTS),
-    bindparam("delays", type_=_FLOATS),
-    bindparam("refs", type_=_TEXTS),
-    bindparam("editables", type_=_BOOLS),
-    bindparam("rendered", type_=_INTS),
-    bindparam("error_classes", type_=_TEXTS),
-    bindparam("errors", type_=_TEXTS),
-    bindparam("sent", type_=_BOOLS),
-    *_ATTEMPT_PARAMS,
-    bindparam("reset_keys", type_=_TEXTS),
+    ).bindparams(
+        bindparam("ids", type_=_UUIDS),
+        bindparam("tokens", type_=_UUIDS),
+        bindparam("statuses", type_=_TEXTS),
+        bindparam("delays", type_=_FLOATS),
+        bindparam("refs", type_=_TEXTS),
+        bindparam("editables", type_=_BOOLS),
+        bindparam("rendered", type_=_INTS),
+        bindparam("error_classes", type_=_TEXTS),
+        bindparam("errors", type_=_TEXTS),
+        bindparam("sent", type_=_BOOLS),
+        *_ATTEMPT_PARAMS,
+        bindparam("reset_keys", type_=_TEXTS),
+    )
 )
 
-_COUNT_FAILURES = text(
-    """
+_COUNT_FAILURES = DriverSql(
+    text(
+        """
     INSERT INTO delivery_destinations AS dd (key, consecutive_permanent_failures)
     SELECT * FROM unnest(:keys, :counts)
     ON CONFLICT (key) DO UPDATE SET
@@ -189,22 +199,26 @@ _COUNT_FAILURES = text(
     RETURNING dd.key, dd.consecutive_permanent_failures AS failures,
         (dd.disabled_at IS NOT NULL) AS disabled
     """
-).bindparams(bindparam("keys", type_=_TEXTS), bindparam("counts", type_=_INTS))
+    ).bindparams(bindparam("keys", type_=_TEXTS), bindparam("counts", type_=_INTS))
+)
 
-_DISABLE = text(
-    """
+_DISABLE = DriverSql(
+    text(
+        """
     UPDATE delivery_destinations AS dd SET
         disabled_at = now(), disabled_reason = v.reason, updated_at = now()
     FROM unnest(:keys, :reasons) AS v(key, reason)
     WHERE dd.key = v.key AND dd.disabled_at IS NULL
     RETURNING dd.key
     """
-).bindparams(bindparam("keys", type_=_TEXTS), bindparam("reasons", type_=_TEXTS))
+    ).bindparams(bindparam("keys", type_=_TEXTS), bindparam("reasons", type_=_TEXTS))
+)
 
 # The manager of the alert's account is told by email; without a manager with an address,
 # the team fallback. The INSERT trigger wakes the loops.
-_ADD_NOTICE = text(
-    """
+_ADD_NOTICE = DriverSql(
+    text(
+        """
     INSERT INTO deliveries (
         id, alert_id, purpose, recipient_id, recipient_role, recipient_name, locale, timezone,
         channel, destination, destination_key, status, attempts, not_before, next_attempt_at,
@@ -223,31 +237,37 @@ _ADD_NOTICE = text(
     ON CONFLICT (alert_id, recipient_id, channel, purpose) DO NOTHING
     RETURNING id
     """
-).bindparams(
-    bindparam("id", type_=UUID(as_uuid=True)),
-    bindparam("alert_id", type_=UUID(as_uuid=True)),
-    bindparam("details", type_=JSONB),
+    ).bindparams(
+        bindparam("id", type_=UUID(as_uuid=True)),
+        bindparam("alert_id", type_=UUID(as_uuid=True)),
+        bindparam("details", type_=JSONB),
+    )
 )
 
-_HONOUR_HINTS = text(
-    """
+_HONOUR_HINTS = DriverSql(
+    text(
+        """
     INSERT INTO delivery_destinations AS dd (key, next_allowed_at)
     SELECT key, now() + make_interval(secs => secs) FROM unnest(:keys, :secs) AS v(key, secs)
     ON CONFLICT (key) DO UPDATE SET
         next_allowed_at = greatest(dd.next_allowed_at, EXCLUDED.next_allowed_at),
         updated_at = now()
     """
-).bindparams(bindparam("keys", type_=_TEXTS), bindparam("secs", type_=_FLOATS))
+    ).bindparams(bindparam("keys", type_=_TEXTS), bindparam("secs", type_=_FLOATS))
+)
 
-_NEXT_DUE_IN = text(
-    """
+_NEXT_DUE_IN = DriverSql(
+    text(
+        """
     SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM deliveries
     WHERE status IN ('pending', 'in_flight')
     """
+    )
 )
 
-_QUEUE_STATS = text(
-    """
+_QUEUE_STATS = DriverSql(
+    text(
+        """
     SELECT
         count(*) FILTER (WHERE status = 'pending') AS pending,
         count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()) AS due,
@@ -256,9 +276,10 @@ _QUEUE_STATS = text(
             FILTER (WHERE status = 'pending' AND next_attempt_at <= now())), 0) AS oldest_due_age
     FROM deliveries WHERE status IN ('pending', 'in_flight')
     """
+    )
 )
 
-_DEAD_COUNT = text("SELECT count(*) FROM deliveries WHERE status = 'dead'")
+_DEAD_COUNT = DriverSql(text("SELECT count(*) FROM deliveries WHERE status = 'dead'"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,12 +338,14 @@ class QueueStats:
 
 
 class DeliveryRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    """The queue's statements, on a `DriverPool` connection inside the caller's transaction."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
 
     async def claim_due(self, limit: int, token: uuid.UUID, lease_seconds: float) -> Claimed:
         params = {"limit": limit, "token": token, "lease": lease_seconds}
-        rows = (await self.session.execute(_CLAIM, params)).mappings().all()
+        rows = await _CLAIM.fetch(self.connection, params)
         next_due_in = rows[0]["next_due_in"] if rows else None
         return Claimed(
             [_claimed(row, token) for row in rows],
@@ -335,23 +358,23 @@ class DeliveryRepository:
         """Lock paced destinations; returns each one's next free slot and the database's now."""
         if not keys:
             return {}, None
-        rows = (await self.session.execute(_LOCK_DESTINATIONS, {"keys": sorted(set(keys))})).all()
-        db_now = rows[0].db_now if rows else None
-        return {row.key: row.next_allowed_at for row in rows}, db_now
+        rows = await _LOCK_DESTINATIONS.fetch(self.connection, {"keys": sorted(set(keys))})
+        db_now = rows[0]["db_now"] if rows else None
+        return {row["key"]: row["next_allowed_at"] for row in rows}, db_now
 
     async def advance_destinations(self, next_allowed: Mapping[str, datetime]) -> None:
         if next_allowed:
             keys = sorted(next_allowed)
-            await self.session.execute(
-                _ADVANCE_DESTINATIONS, {"keys": keys, "ats": [next_allowed[k] for k in keys]}
+            await _ADVANCE_DESTINATIONS.execute(
+                self.connection, {"keys": keys, "ats": [next_allowed[k] for k in keys]}
             )
 
     async def defer(self, token: uuid.UUID, until: Mapping[uuid.UUID, datetime]) -> None:
         """Give back claimed rows whose pace slot is too far away (no attempt counted)."""
         if until:
             ids = list(until)
-            await self.session.execute(
-                _DEFER, {"ids": ids, "ats": [until[i] for i in ids], "token": token}
+            await _DEFER.execute(
+                self.connection, {"ids": ids, "ats": [until[i] for i in ids], "token": token}
             )
 
     async def record(
@@ -366,8 +389,8 @@ class DeliveryRepository:
         cannot overwrite the newer claim."""
         if not results and not attempts and not reset_keys:
             return
-        await self.session.execute(
-            _RECORD,
+        await _RECORD.execute(
+            self.connection,
             {
                 "ids": [r.delivery_id for r in results],
                 "tokens": [r.claim_token for r in results],
@@ -389,63 +412,63 @@ class DeliveryRepository:
 
     async def add_attempts(self, attempts: Sequence[AttemptRow]) -> None:
         if attempts:
-            await self.session.execute(_INSERT_ATTEMPTS, _attempt_params(attempts))
+            await _INSERT_ATTEMPTS.execute(self.connection, _attempt_params(attempts))
 
     async def count_failures(self, counts: Mapping[str, int]) -> dict[str, tuple[int, bool]]:
         """Add permanent failures; returns each key's run length and whether it is disabled."""
         if not counts:
             return {}
         keys = sorted(counts)
-        rows = await self.session.execute(
-            _COUNT_FAILURES, {"keys": keys, "counts": [counts[k] for k in keys]}
+        rows = await _COUNT_FAILURES.fetch(
+            self.connection, {"keys": keys, "counts": [counts[k] for k in keys]}
         )
-        return {row.key: (int(row.failures), bool(row.disabled)) for row in rows}
+        return {row["key"]: (int(row["failures"]), bool(row["disabled"])) for row in rows}
 
     async def disable(self, reasons: Mapping[str, str]) -> list[str]:
         """Disable these destinations; returns the keys this call disabled (not already)."""
         if not reasons:
             return []
         keys = sorted(reasons)
-        rows = await self.session.execute(
-            _DISABLE, {"keys": keys, "reasons": [reasons[k] for k in keys]}
+        rows = await _DISABLE.fetch(
+            self.connection, {"keys": keys, "reasons": [reasons[k] for k in keys]}
         )
-        return [row.key for row in rows]
+        return [row["key"] for row in rows]
 
     async def add_notice(
         self, notice_id: uuid.UUID, alert_id: uuid.UUID, details: dict[str, Any]
     ) -> bool:
         """Queue the "destination disabled" email; False when nobody can be told."""
-        row = await self.session.execute(
-            _ADD_NOTICE, {"id": notice_id, "alert_id": alert_id, "details": details}
+        rows = await _ADD_NOTICE.fetch(
+            self.connection, {"id": notice_id, "alert_id": alert_id, "details": details}
         )
-        return row.first() is not None
+        return bool(rows)
 
     async def honour_retry_hints(self, hints: Mapping[str, float]) -> None:
         """No message leaves for these destinations before the vendor's hint has passed."""
         if hints:
             keys = sorted(hints)
-            await self.session.execute(
-                _HONOUR_HINTS, {"keys": keys, "secs": [hints[k] for k in keys]}
+            await _HONOUR_HINTS.execute(
+                self.connection, {"keys": keys, "secs": [hints[k] for k in keys]}
             )
 
     async def next_due_in(self) -> float | None:
         """Seconds until the next delivery is due (negative: overdue), None when none waits."""
-        value = await self.session.scalar(_NEXT_DUE_IN)
+        value = await _NEXT_DUE_IN.fetchval(self.connection)
         return None if value is None else float(value)
 
     async def queue_stats(self) -> QueueStats:
-        row = (await self.session.execute(_QUEUE_STATS)).one()
-        dead = await self.session.scalar(_DEAD_COUNT) or 0
+        row = (await _QUEUE_STATS.fetch(self.connection))[0]
+        dead = await _DEAD_COUNT.fetchval(self.connection) or 0
         return QueueStats(
-            pending=int(row.pending),
-            due=int(row.due),
-            in_flight=int(row.in_flight),
+            pending=int(row["pending"]),
+            due=int(row["due"]),
+            in_flight=int(row["in_flight"]),
             dead=int(dead),
-            oldest_due_age_seconds=float(row.oldest_due_age),
+            oldest_due_age_seconds=float(row["oldest_due_age"]),
         )
 
 
-def _claimed(row: RowMapping, token: uuid.UUID) -> ClaimedRow:
+def _claimed(row: Mapping[str, Any], token: uuid.UUID) -> ClaimedRow:
     alert = AlertContent(
         revision=row["revision"],
         bucket=row["bucket"],
