@@ -69,6 +69,7 @@ INGEST_TOKEN = "bench-ingest-token-0123456789"  # noqa: S105 - a local, throwawa
 ADMIN_TOKEN = "bench-admin-token-0123456789"  # noqa: S105 - a local, throwaway stack
 CHANNELS = ("email", "slack", "telegram")
 POST_CONNECTIONS = 64
+PACE_SETTLE_MAX_SECONDS = 10.0
 # Every message names its alert (reference line, full-text link); receivers key arrivals on it.
 ALERT_IN_TEXT = re.compile(rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 ALERT_IN_MESSAGE_ID = re.compile(
@@ -592,7 +593,9 @@ async def latency_phase(
             prefix="warm",
         )
         await drain(receivers, len(warm.accepted) * len(CHANNELS), 60)
-        await asyncio.sleep(max(2.0, args.accounts / args.rate))  # destinations' pace settles
+        # Destinations the warm-up used must be past their pace slot (1 message/s) before the
+        # measured phase; more than a few seconds would only make a slow --rate wait for nothing.
+        await asyncio.sleep(min(max(2.0, args.accounts / args.rate), PACE_SETTLE_MAX_SECONDS))
         receivers.reset()
         posted = Posted()
         print(f"posting {int(args.rate * args.duration)} responses at {args.rate:g}/s …")
