@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from npsloop_alerts.app import create_app
+from npsloop_alerts.delivery.http_transport import LeanHttpClient
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.db import SessionMaker, get_sessionmaker
 
@@ -148,6 +149,19 @@ async def client(
 
 
 # --- running the real app (lifespan and all) -------------------------------------------------
+
+
+@pytest.fixture(params=["httpx client", "lean client"])
+async def vendor_client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """The vendor adapters' tests run on httpx's own client and on the lean one the service
+    uses (`LeanHttpClient`, whose POSTs skip httpx's request objects)."""
+    http = (
+        httpx.AsyncClient(timeout=2.0)
+        if request.param == "httpx client"
+        else LeanHttpClient(timeout=2.0, max_connections=8)
+    )
+    async with http:
+        yield http
 
 
 def free_port() -> int:

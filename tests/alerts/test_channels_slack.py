@@ -19,7 +19,6 @@ from npsloop_alerts.channels import (
     TransientDeliveryError,
 )
 from npsloop_alerts.channels.slack import render_slack
-from npsloop_alerts.delivery.http_transport import LeanHttpClient
 from tests.fakes.samples import ARABIC, CJK, HEBREW, HOSTILE_COMMENTS, LONG, PINGS, alert_message
 from tests.fakes.server import Scripted
 from tests.fakes.slack_api import (
@@ -44,26 +43,14 @@ def slack(slack_server: FakeSlack) -> FakeSlack:
     return slack_server
 
 
-@pytest.fixture(params=["httpx client", "lean client"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    """Every test runs on httpx's own client and on the lean one the service uses."""
-    http = (
-        httpx.AsyncClient(timeout=2.0)
-        if request.param == "httpx client"
-        else LeanHttpClient(timeout=2.0, max_connections=8)
-    )
-    async with http:
-        yield http
+@pytest.fixture
+def bot(slack: FakeSlack, vendor_client: httpx.AsyncClient) -> SlackProvider:
+    return SlackProvider(vendor_client, api_url=slack.api_url, bot_token=SecretStr(slack.bot_token))
 
 
 @pytest.fixture
-def bot(slack: FakeSlack, client: httpx.AsyncClient) -> SlackProvider:
-    return SlackProvider(client, api_url=slack.api_url, bot_token=SecretStr(slack.bot_token))
-
-
-@pytest.fixture
-def hook_only(client: httpx.AsyncClient) -> SlackProvider:
-    return SlackProvider(client)
+def hook_only(vendor_client: httpx.AsyncClient) -> SlackProvider:
+    return SlackProvider(vendor_client)
 
 
 def _section_texts(blocks: list[dict[str, Any]]) -> list[str]:
@@ -290,10 +277,10 @@ async def test_archived_channel_as_the_fake_reports_it(
     assert caught.value.reason == "is_archived"
 
 
-async def test_unknown_channel_as_the_fake_reports_it(client: httpx.AsyncClient) -> None:
+async def test_unknown_channel_as_the_fake_reports_it(vendor_client: httpx.AsyncClient) -> None:
     async with FakeSlack(known_channels={"C0OWNER"}) as strict:
         provider = SlackProvider(
-            client, api_url=strict.api_url, bot_token=SecretStr(strict.bot_token)
+            vendor_client, api_url=strict.api_url, bot_token=SecretStr(strict.bot_token)
         )
         destination = SlackDestination(channel="C0GONE")
         with pytest.raises(PermanentDeliveryError) as caught:
@@ -302,9 +289,9 @@ async def test_unknown_channel_as_the_fake_reports_it(client: httpx.AsyncClient)
 
 
 async def test_rejected_bot_token_is_a_config_error(
-    slack: FakeSlack, client: httpx.AsyncClient
+    slack: FakeSlack, vendor_client: httpx.AsyncClient
 ) -> None:
-    wrong = SlackProvider(client, api_url=slack.api_url, bot_token=SecretStr("xoxb-wrong"))
+    wrong = SlackProvider(vendor_client, api_url=slack.api_url, bot_token=SecretStr("xoxb-wrong"))
     destination = SlackDestination(channel="C0OWNER")
     with pytest.raises(DestinationConfigError) as caught:
         await wrong.send(wrong.render(alert_message(), destination), destination)
@@ -357,10 +344,12 @@ async def test_arrival_times_are_recorded_for_the_benchmark(
     assert arrivals[0].received_at <= arrivals[1].received_at <= arrivals[2].received_at
 
 
-async def test_the_fake_enforces_a_per_destination_rate_limit(client: httpx.AsyncClient) -> None:
+async def test_the_fake_enforces_a_per_destination_rate_limit(
+    vendor_client: httpx.AsyncClient,
+) -> None:
     async with FakeSlack(min_interval=0.5) as limited:
         provider = SlackProvider(
-            client, api_url=limited.api_url, bot_token=SecretStr(limited.bot_token)
+            vendor_client, api_url=limited.api_url, bot_token=SecretStr(limited.bot_token)
         )
         hook = SlackDestination(webhook_url=limited.webhook_url())
         channel = SlackDestination(channel="C0OWNER")

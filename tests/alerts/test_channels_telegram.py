@@ -19,7 +19,6 @@ from npsloop_alerts.channels import (
 )
 from npsloop_alerts.channels.escaping import utf16_length
 from npsloop_alerts.channels.telegram import render_telegram
-from npsloop_alerts.delivery.http_transport import LeanHttpClient
 from tests.fakes.samples import (
     ARABIC,
     CJK,
@@ -48,21 +47,11 @@ def telegram(telegram_server: FakeTelegram) -> FakeTelegram:
     return telegram_server
 
 
-@pytest.fixture(params=["httpx client", "lean client"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    """Every test runs on httpx's own client and on the lean one the service uses."""
-    http = (
-        httpx.AsyncClient(timeout=2.0)
-        if request.param == "httpx client"
-        else LeanHttpClient(timeout=2.0, max_connections=8)
-    )
-    async with http:
-        yield http
-
-
 @pytest.fixture
-def provider(telegram: FakeTelegram, client: httpx.AsyncClient) -> TelegramProvider:
-    return TelegramProvider(client, api_url=telegram.api_url, bot_token=SecretStr(telegram.token))
+def provider(telegram: FakeTelegram, vendor_client: httpx.AsyncClient) -> TelegramProvider:
+    return TelegramProvider(
+        vendor_client, api_url=telegram.api_url, bot_token=SecretStr(telegram.token)
+    )
 
 
 async def test_send_uses_html_mode_without_link_previews(
@@ -244,10 +233,10 @@ async def test_blocked_bot_is_permanent(provider: TelegramProvider) -> None:
 
 
 async def test_rejected_token_is_a_config_error_that_does_not_leak_it(
-    telegram: FakeTelegram, client: httpx.AsyncClient
+    telegram: FakeTelegram, vendor_client: httpx.AsyncClient
 ) -> None:
     wrong = TelegramProvider(
-        client, api_url=telegram.api_url, bot_token=SecretStr("1:wrong-secret")
+        vendor_client, api_url=telegram.api_url, bot_token=SecretStr("1:wrong-secret")
     )
     with pytest.raises(DestinationConfigError) as caught:
         await wrong.send(wrong.render(alert_message(), CHAT), CHAT)
@@ -256,13 +245,13 @@ async def test_rejected_token_is_a_config_error_that_does_not_leak_it(
 
 
 async def test_connection_errors_are_transient_and_do_not_leak_the_token(
-    client: httpx.AsyncClient,
+    vendor_client: httpx.AsyncClient,
 ) -> None:
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]
     provider = TelegramProvider(
-        client, api_url=f"http://127.0.0.1:{port}", bot_token=SecretStr("1:very-secret")
+        vendor_client, api_url=f"http://127.0.0.1:{port}", bot_token=SecretStr("1:very-secret")
     )
     with pytest.raises(TransientDeliveryError) as caught:
         await provider.send(provider.render(alert_message(), CHAT), CHAT)
@@ -283,15 +272,15 @@ async def test_timeout_is_transient(telegram: FakeTelegram) -> None:
 
 
 async def test_invalid_chat_id_and_missing_token_are_config_errors(
-    telegram: FakeTelegram, client: httpx.AsyncClient
+    telegram: FakeTelegram, vendor_client: httpx.AsyncClient
 ) -> None:
     provider = TelegramProvider(
-        client, api_url=telegram.api_url, bot_token=SecretStr(telegram.token)
+        vendor_client, api_url=telegram.api_url, bot_token=SecretStr(telegram.token)
     )
     broken = TelegramDestination(chat_id="not a chat")
     with pytest.raises(DestinationConfigError):
         await provider.send(provider.render(alert_message(), broken), broken)
-    tokenless = TelegramProvider(client, api_url=telegram.api_url, bot_token=None)
+    tokenless = TelegramProvider(vendor_client, api_url=telegram.api_url, bot_token=None)
     with pytest.raises(DestinationConfigError):
         await tokenless.send(tokenless.render(alert_message(), CHAT), CHAT)
     assert telegram.requests == []
@@ -302,9 +291,9 @@ async def test_invalid_chat_id_and_missing_token_are_config_errors(
     ["a < b", "fish & chips", "<script>x</script>", "<b>unclosed", "1 > 0", "<b>x</i>"],
 )
 async def test_the_fake_rejects_unescaped_markup_like_telegram(
-    telegram: FakeTelegram, client: httpx.AsyncClient, text: str
+    telegram: FakeTelegram, vendor_client: httpx.AsyncClient, text: str
 ) -> None:
-    response = await client.post(
+    response = await vendor_client.post(
         f"{telegram.api_url}/bot{telegram.token}/sendMessage",
         json={"chat_id": 4242, "text": text, "parse_mode": "HTML"},
     )
@@ -313,26 +302,26 @@ async def test_the_fake_rejects_unescaped_markup_like_telegram(
 
 
 async def test_the_fake_enforces_4096_characters_and_button_data_size(
-    telegram: FakeTelegram, client: httpx.AsyncClient
+    telegram: FakeTelegram, vendor_client: httpx.AsyncClient
 ) -> None:
     url = f"{telegram.api_url}/bot{telegram.token}/sendMessage"
-    too_long = await client.post(url, json={"chat_id": 4242, "text": "x" * 4_097})
+    too_long = await vendor_client.post(url, json={"chat_id": 4242, "text": "x" * 4_097})
     assert too_long.json()["description"] == "Bad Request: message is too long"
-    entities_do_not_count = await client.post(
+    entities_do_not_count = await vendor_client.post(
         url, json={"chat_id": 4242, "text": "<b>" + "&amp;" * 4_096 + "</b>", "parse_mode": "HTML"}
     )
     assert entities_do_not_count.json()["ok"] is True
     keyboard = {"inline_keyboard": [[{"text": "Ack", "callback_data": "k" * 65}]]}
-    fat_button = await client.post(
+    fat_button = await vendor_client.post(
         url, json={"chat_id": 4242, "text": "x", "reply_markup": keyboard}
     )
     assert fat_button.json()["description"] == "Bad Request: BUTTON_DATA_INVALID"
 
 
 async def test_the_fake_answers_callback_queries(
-    telegram: FakeTelegram, client: httpx.AsyncClient
+    telegram: FakeTelegram, vendor_client: httpx.AsyncClient
 ) -> None:
-    response = await client.post(
+    response = await vendor_client.post(
         f"{telegram.api_url}/bot{telegram.token}/answerCallbackQuery",
         json={"callback_query_id": "cq-1", "text": "Acknowledged"},
     )
@@ -340,10 +329,10 @@ async def test_the_fake_answers_callback_queries(
     assert telegram.callback_answers == [{"callback_query_id": "cq-1", "text": "Acknowledged"}]
 
 
-async def test_the_fake_enforces_a_per_chat_rate_limit(client: httpx.AsyncClient) -> None:
+async def test_the_fake_enforces_a_per_chat_rate_limit(vendor_client: httpx.AsyncClient) -> None:
     async with FakeTelegram(min_interval=0.5) as limited:
         provider = TelegramProvider(
-            client, api_url=limited.api_url, bot_token=SecretStr(limited.token)
+            vendor_client, api_url=limited.api_url, bot_token=SecretStr(limited.token)
         )
         rendered = provider.render(alert_message(), CHAT)
         await provider.send(rendered, CHAT)
