@@ -95,11 +95,14 @@ async def pipeline(loop_database: str) -> AsyncIterator[Pipeline]:
         yield Pipeline(settings, sessionmaker, engine, decider, [], slack, telegram, mail)
 
 
+LOOP_CONNECTIONS = "test-delivery-loop-driver"
+
+
 async def start_loop(pipeline: Pipeline, stack: AsyncExitStack, **overrides: Any) -> DeliveryLoop:
     settings = pipeline.settings.model_copy(update=overrides)
     providers = ChannelProviders.from_settings(settings)
     stack.push_async_callback(providers.aclose)
-    database = DriverPool(settings.database_url, application_name="test-delivery-loop", max_size=5)
+    database = DriverPool(settings.database_url, application_name=LOOP_CONNECTIONS, max_size=5)
     stack.push_async_callback(database.close)
     loop = DeliveryLoop(
         database,
@@ -357,6 +360,31 @@ async def test_two_replicas_send_every_delivery_exactly_once(pipeline: Pipeline)
 
     chats = [message.chat_id for message in pipeline.telegram.messages.values()]
     assert sorted(chats) == sorted(str(7000 + n) for n in range(30))
+
+
+async def test_the_loop_carries_on_after_the_database_drops_its_connections(
+    pipeline: Pipeline,
+) -> None:
+    account = await owner(pipeline, telegram_chat_id="4242")
+    async with AsyncExitStack() as stack:
+        await start_loop(pipeline, stack)
+        first = await pipeline.respond(response(account_id=account))
+        await pipeline.wait_status(first, "telegram", "sent")
+
+        # What a database restart or failover does to every open connection of the loop.
+        async with pipeline.engine.connect() as connection:
+            dropped = await connection.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = :name"
+                ),
+                {"name": LOOP_CONNECTIONS},
+            )
+        assert dropped
+        second = await pipeline.respond(response(account_id=account, comment="Still here?"))
+        await pipeline.wait_status(second, "telegram", "sent")
+
+    assert [m.text.count("Still here?") for m in pipeline.telegram.chat("4242")] == [0, 1]
 
 
 async def test_a_claim_says_when_the_next_delivery_it_left_behind_falls_due(
