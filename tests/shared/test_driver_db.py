@@ -82,6 +82,20 @@ async def test_a_transaction_that_raises_is_rolled_back(database_url: str) -> No
         await database.close()
 
 
+async def test_a_plain_connection_commits_each_statement_by_itself(database_url: str) -> None:
+    database = DriverPool(database_url, application_name="test-driver-db", max_size=1)
+    note = uuid.uuid4()
+    try:
+        async with database.connection() as connection:
+            await _CREATE.execute(connection)
+            await _INSERT.execute(connection, {"id": note, "body": [1], "tags": ["a"]})
+            assert not connection.is_in_transaction()
+        async with database.transaction() as connection:
+            assert await _COUNT.fetchval(connection, {"id": note}) == 1
+    finally:
+        await database.close()
+
+
 async def _insert_then_fail(database: DriverPool, note: uuid.UUID) -> None:
     async with database.transaction() as connection:
         await _INSERT.execute(connection, {"id": note, "body": {}, "tags": ["x"]})

@@ -83,6 +83,14 @@ class DriverPool:
         async with pool.acquire() as connection, connection.transaction():
             yield connection
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A connection without a transaction: each statement commits by itself. For work
+        that is one statement (atomic on its own), it saves the BEGIN and COMMIT round trips."""
+        pool = self._pool or await self._open()
+        async with pool.acquire() as connection:
+            yield connection
+
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:

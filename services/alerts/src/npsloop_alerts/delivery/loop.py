@@ -8,8 +8,9 @@ What is committed when
    uncounted. Committed before anything is sent.
 2. **Send**: each claimed delivery waits for its slot, then renders and sends in its own task
    (at most `max_in_flight` per process).
-3. **Record** (group commit): finished attempts are written together, one transaction per batch,
-   as soon as the previous write finished: the new status (sent / pending again at the backoff
+3. **Record** (group commit): finished attempts are written together, one statement per batch
+   (a transaction when vendor retry hints or permanent failures add more), as soon as the
+   previous write finished: the new status (sent / pending again at the backoff
    or the vendor's hint / dead), the attempt row, and what the destination learnt.
 
 Crash windows, honestly
@@ -260,7 +261,7 @@ class DeliveryLoop(BackgroundLoop):
         await self._listener.ensure()
         if isinstance(due_in, Unknown):
             try:
-                async with self._database.transaction() as connection:
+                async with self._database.connection() as connection:
                     due_in = await DeliveryRepository(connection).next_due_in()
             except DRIVER_ERRORS:
                 return self._config.poll_interval
@@ -358,6 +359,20 @@ class DeliveryLoop(BackgroundLoop):
 
     async def _record(self, batch: list[SendOutcome]) -> None:
         settlement = settle(batch, self._config.retry)
+        if not settlement.retry_hints and not settlement.failure_counts:
+            # The usual batch is one statement, atomic by itself: no BEGIN/COMMIT round trips.
+            async with self._database.connection() as connection:
+                await DeliveryRepository(connection).record(
+                    settlement.results, settlement.attempts, settlement.reset_keys
+                )
+        else:
+            await self._record_with_consequences(settlement)
+        if any(result.status == "pending" for result in settlement.results):
+            self._wake.set()  # a retry is due at its backoff: the claim loop learns when
+
+    async def _record_with_consequences(self, settlement: Settlement) -> None:
+        """Outcomes with vendor retry hints or permanent failures: recorded together with
+        what they imply for their destinations, in one transaction."""
         cap = self._config.retry.max_retry_after_seconds
         async with self._database.transaction() as connection:
             repository = DeliveryRepository(connection)
@@ -366,8 +381,6 @@ class DeliveryLoop(BackgroundLoop):
                 {key: min(hint, cap) for key, hint in settlement.retry_hints.items()}
             )
             await self._disable_failing(repository, settlement)
-        if any(result.status == "pending" for result in settlement.results):
-            self._wake.set()  # a retry is due at its backoff: the claim loop learns when
 
     async def _disable_failing(
         self, repository: DeliveryRepository, settlement: Settlement
