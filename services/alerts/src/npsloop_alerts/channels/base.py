@@ -244,7 +244,7 @@ class Stopwatch:
         return (time.perf_counter() - self._started) * 1000
 
 
-class AnswerHeaders(Protocol):
+class VendorAnswerHeaders(Protocol):
     def get(self, key: str, default: Any = None) -> Any: ...
 
 
@@ -256,7 +256,7 @@ class VendorAnswer(Protocol):
     def status_code(self) -> int: ...
 
     @property
-    def headers(self) -> AnswerHeaders: ...
+    def headers(self) -> VendorAnswerHeaders: ...
 
     @property
     def text(self) -> str: ...
@@ -293,7 +293,7 @@ async def post(
         ) from exc
 
 
-def retry_after_header(headers: AnswerHeaders) -> float | None:
+def retry_after_header(headers: VendorAnswerHeaders) -> float | None:
     """`Retry-After` as seconds: either delta-seconds or an HTTP date (RFC 9110)."""
     value = headers.get("retry-after")
     if value is None:

@@ -269,10 +269,6 @@ class AnswerHeaders:
             return default
         return b", ".join(values).decode("latin-1")
 
-    @property
-    def raw(self) -> list[tuple[bytes, bytes]]:
-        return self._raw
-
 
 class LeanAnswer:
     """What `LeanHttpClient.post_bytes` returns: the parts of `httpx.Response` the channel
