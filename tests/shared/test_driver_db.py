@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import bindparam, text
@@ -46,54 +47,49 @@ def test_a_statement_compiles_to_numbered_placeholders_in_parameter_order() -> N
         _INSERT.args({"id": 1, "tags": []})
 
 
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[DriverPool]:
+    """A pool of one connection (so a test sees the very connection an earlier block used),
+    with the test table in place."""
+    pool = DriverPool(database_url, application_name="test-driver-db", max_size=1)
+    try:
+        async with pool.transaction() as connection:
+            await _CREATE.execute(connection)
+        yield pool
+    finally:
+        await pool.close()
+
+
 async def test_a_transaction_commits_json_and_arrays_and_reads_them_back(
-    database_url: str,
+    database: DriverPool,
 ) -> None:
-    database = DriverPool(database_url, application_name="test-driver-db", max_size=2)
     note = uuid.uuid4()
     body = {"text": "olá 你好", "n": [1, 2.5, None], "nested": {"ok": True}}
-    try:
-        async with database.transaction() as connection:
-            await _CREATE.execute(connection)
-            inserted = await _INSERT.fetch(
-                connection, {"id": note, "body": body, "tags": ["b", "a"]}
-            )
-        async with database.transaction() as connection:
-            rows = await _READ.fetch(connection, {"id": note})
-    finally:
-        await database.close()
+    async with database.transaction() as connection:
+        inserted = await _INSERT.fetch(connection, {"id": note, "body": body, "tags": ["b", "a"]})
+    async with database.transaction() as connection:
+        rows = await _READ.fetch(connection, {"id": note})
 
     assert sorted(row["tag"] for row in inserted) == ["a", "b"]
     assert [(row["body"], row["tag"]) for row in rows] == [(body, "a"), (body, "b")]
 
 
-async def test_a_transaction_that_raises_is_rolled_back(database_url: str) -> None:
-    database = DriverPool(database_url, application_name="test-driver-db", max_size=1)
+async def test_a_transaction_that_raises_is_rolled_back(database: DriverPool) -> None:
     note = uuid.uuid4()
-    try:
-        async with database.transaction() as connection:
-            await _CREATE.execute(connection)
-        with pytest.raises(RuntimeError, match="boom"):
-            await _insert_then_fail(database, note)
-        # The same (only) connection again: nothing of the failed transaction is left.
-        async with database.transaction() as connection:
-            assert await _COUNT.fetchval(connection, {"id": note}) == 0
-    finally:
-        await database.close()
+    with pytest.raises(RuntimeError, match="boom"):
+        await _insert_then_fail(database, note)
+    # The same (only) connection again: nothing of the failed transaction is left.
+    async with database.transaction() as connection:
+        assert await _COUNT.fetchval(connection, {"id": note}) == 0
 
 
-async def test_a_plain_connection_commits_each_statement_by_itself(database_url: str) -> None:
-    database = DriverPool(database_url, application_name="test-driver-db", max_size=1)
+async def test_a_plain_connection_commits_each_statement_by_itself(database: DriverPool) -> None:
     note = uuid.uuid4()
-    try:
-        async with database.connection() as connection:
-            await _CREATE.execute(connection)
-            await _INSERT.execute(connection, {"id": note, "body": [1], "tags": ["a"]})
-            assert not connection.is_in_transaction()
-        async with database.transaction() as connection:
-            assert await _COUNT.fetchval(connection, {"id": note}) == 1
-    finally:
-        await database.close()
+    async with database.connection() as connection:
+        await _INSERT.execute(connection, {"id": note, "body": [1], "tags": ["a"]})
+        assert not connection.is_in_transaction()
+    async with database.transaction() as connection:
+        assert await _COUNT.fetchval(connection, {"id": note}) == 1
 
 
 async def _insert_then_fail(database: DriverPool, note: uuid.UUID) -> None:
