@@ -70,6 +70,7 @@ ADMIN_TOKEN = "bench-admin-token-0123456789"  # noqa: S105 - a local, throwaway 
 CHANNELS = ("email", "slack", "telegram")
 POST_CONNECTIONS = 64
 PACE_SETTLE_MAX_SECONDS = 10.0
+LATENCY_WINDOW_S = 10.0  # the latency phase also prints p50/p99 per this many seconds
 # Every message names its alert (reference line, full-text link); receivers key arrivals on it.
 ALERT_IN_TEXT = re.compile(rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 ALERT_IN_MESSAGE_ID = re.compile(
@@ -480,6 +481,9 @@ class LatencyResult:
     duplicates: int
     vendor_429s: int
     by_channel: dict[str, list[float]]
+    # (seconds since the first acceptance, latency ms) of every first arrival: shows whether
+    # latency grows over the run (a backlog, a table or index that degrades) or stays flat
+    by_time: list[tuple[float, float]] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # role → CPU s, posting and draining
     wall_seconds: float = 0.0
 
@@ -495,12 +499,16 @@ def percentile(values: list[float], fraction: float) -> float:
 def latency_result(posted: Posted, receivers: Receivers) -> LatencyResult:
     receivers.collect()
     by_channel: dict[str, list[float]] = {channel: [] for channel in CHANNELS}
+    by_time: list[tuple[float, float]] = []
     duplicates = 0
+    first_accepted = min(posted.accepted.values(), default=0.0)
     for (alert_id, channel), times in receivers.arrivals.times.items():
         duplicates += len(times) - 1
         accepted = posted.accepted.get(alert_id)
         if accepted is not None:
-            by_channel[channel].append((min(times) - accepted) * 1000)
+            latency_ms = (min(times) - accepted) * 1000
+            by_channel[channel].append(latency_ms)
+            by_time.append((accepted - first_accepted, latency_ms))
     expected = len(posted.accepted) * len(CHANNELS)
     received = sum(len(values) for values in by_channel.values())
     return LatencyResult(
@@ -512,6 +520,7 @@ def latency_result(posted: Posted, receivers: Receivers) -> LatencyResult:
         duplicates=duplicates,
         vendor_429s=receivers.refused(),
         by_channel=by_channel,
+        by_time=by_time,
     )
 
 
@@ -538,6 +547,7 @@ def print_latency(result: LatencyResult, args: argparse.Namespace) -> None:
                 f"{percentile(values, 0.95):7.1f}  {percentile(values, 0.99):7.1f}  "
                 f"{max(values):7.1f}"
             )
+    print_windows(result.by_time)
     if result.cpu and result.accepted:
         print(
             f"  CPU, posting and draining ({result.wall_seconds:.0f} s, {os.cpu_count()} CPUs):"
@@ -548,6 +558,20 @@ def print_latency(result: LatencyResult, args: argparse.Namespace) -> None:
                 f"    {role:<12}{seconds / result.wall_seconds:>23.2f}"
                 f"{seconds * 1000 / result.accepted:>18.2f}"
             )
+
+
+def print_windows(by_time: list[tuple[float, float]], window: float = LATENCY_WINDOW_S) -> None:
+    """p50 and p99 of the messages of each `window` seconds of posting, in order."""
+    windows: dict[int, list[float]] = {}
+    for offset, latency_ms in by_time:
+        windows.setdefault(int(offset // window), []).append(latency_ms)
+    if len(windows) < 2:
+        return
+    cells = [
+        f"{percentile(values, 0.5):.0f}/{percentile(values, 0.99):.0f}"
+        for _, values in sorted(windows.items())
+    ]
+    print(f"  p50/p99 (ms) per {window:g} s of posting: {'  '.join(cells)}")
 
 
 async def print_stages(database_url: str) -> None:

@@ -161,6 +161,30 @@ async def test_a_detractor_is_sent_on_every_channel_and_each_attempt_is_recorded
     assert deliveries["email"]["editable"] is False
 
 
+@pytest.mark.parametrize(("linger", "one_write"), [(1.0, True), (0.0, False)])
+async def test_outcomes_finishing_within_the_record_linger_are_recorded_in_one_write(
+    pipeline: Pipeline, linger: float, one_write: bool
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    account = await owner(
+        pipeline,
+        email_address=f"linger-{suffix}@acme.example",
+        slack_channel=f"C0LINGER{suffix}",
+        telegram_chat_id=str(int(suffix, 16)),
+    )
+    pipeline.telegram.script(Scripted.slow(0.3), endpoint="sendMessage")  # answers 0.3 s later
+    async with AsyncExitStack() as stack:
+        await start_loop(pipeline, stack, delivery_record_linger_seconds=linger)
+        alert_id = await pipeline.respond(response(account_id=account))
+        for channel in ("email", "slack", "telegram"):
+            await pipeline.wait_status(alert_id, channel, "sent")
+
+    deliveries = await pipeline.deliveries(alert_id)
+    # A write is one statement, and every row it touches carries that statement's now().
+    written_at = {delivery["updated_at"] for delivery in deliveries.values()}
+    assert (len(written_at) == 1) is one_write
+
+
 async def test_a_429_retry_after_is_honoured_before_the_next_attempt(pipeline: Pipeline) -> None:
     account = await owner(pipeline, slack_channel="C0RATE")
     pipeline.slack.script(rate_limited(2, api=True), endpoint="chat.postMessage")

@@ -9,17 +9,18 @@ What is committed when
 2. **Send**: each claimed delivery waits for its slot, then renders and sends in its own task
    (at most `max_in_flight` per process).
 3. **Record** (group commit): finished attempts are written together, one statement per batch
-   (a transaction when vendor retry hints or permanent failures add more), as soon as the
-   previous write finished: the new status (sent / pending again at the backoff
-   or the vendor's hint / dead), the attempt row, and what the destination learnt.
+   (a transaction when vendor retry hints or permanent failures add more), gathered for
+   `record_linger` after the first one and once the previous write finished: the new status
+   (sent / pending again at the backoff or the vendor's hint / dead), the attempt row, and what
+   the destination learnt.
 
 Crash windows, honestly
 -----------------------
 * Dies before 3 for a delivery that was sent: its lease expires and it is sent again (an
   attempt with outcome `lease_expired` marks it). Email carries the same `Message-ID` and
   webhooks the same `webhook-id`, so receivers can tell; Slack and Telegram have no idempotency
-  key, so the recipient may see it twice. The window is one send plus one group commit
-  (milliseconds); SIGKILL inside it is the only way to repeat a message.
+  key, so the recipient may see it twice. The window is one send plus the record linger and one
+  group commit (tens of milliseconds); SIGKILL inside it is the only way to repeat a message.
 * Dies before 1 commits, or between 1 and 2: the lease expires and the delivery is sent once.
 """
 
@@ -78,6 +79,7 @@ class LoopConfig:
     lease_seconds: float
     send_timeout: float
     poll_interval: float
+    record_linger: float
     stats_interval: float
     disable_after: int
     retry: RetryPolicy
@@ -98,6 +100,7 @@ class LoopConfig:
             lease_seconds=settings.delivery_lease_seconds,
             send_timeout=timeout,
             poll_interval=settings.delivery_poll_interval_seconds,
+            record_linger=settings.delivery_record_linger_seconds,
             stats_interval=settings.delivery_metrics_interval_seconds,
             disable_after=settings.delivery_disable_after_permanent_failures,
             retry=RetryPolicy.from_settings(settings),
@@ -334,6 +337,9 @@ class DeliveryLoop(BackgroundLoop):
         while not finished:
             batch: list[SendOutcome] = []
             item = await self._results.get()
+            if item is not None and self._config.record_linger > 0:
+                # Let the sends finishing meanwhile join this write (see `record_linger`).
+                await asyncio.sleep(self._config.record_linger)
             while item is not None and len(batch) < MAX_RESULTS_PER_WRITE:
                 batch.append(item)
                 if self._results.empty():
@@ -346,19 +352,19 @@ class DeliveryLoop(BackgroundLoop):
     async def _record_until_stored(self, batch: list[SendOutcome]) -> None:
         """Outcomes are the only record that a message left: keep trying to store them."""
         backoff = 0.1
+        settlement = settle(batch, self._config.retry)
         while True:
             try:
-                await self._record(batch)
+                await self._record(settlement)
             except DRIVER_ERRORS as exc:
                 log.warning("recording delivery outcomes failed", extra={"error": repr(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_DB_BACKOFF_SECONDS)
                 continue
-            self._count(batch)
+            self._count(batch, settlement)
             return
 
-    async def _record(self, batch: list[SendOutcome]) -> None:
-        settlement = settle(batch, self._config.retry)
+    async def _record(self, settlement: Settlement) -> None:
         if not settlement.retry_hints and not settlement.failure_counts:
             # The usual batch is one statement, atomic by itself: no BEGIN/COMMIT round trips.
             async with self._database.connection() as connection:
@@ -411,8 +417,8 @@ class DeliveryLoop(BackgroundLoop):
             if not told:
                 self._metrics.notices_unaddressed.inc()
 
-    def _count(self, batch: Sequence[SendOutcome]) -> None:
-        for outcome, result in zip(batch, settle(batch, self._config.retry).results, strict=True):
+    def _count(self, batch: Sequence[SendOutcome], settlement: Settlement) -> None:
+        for outcome, result in zip(batch, settlement.results, strict=True):
             channel = outcome.delivery.channel
             if outcome.verdict is Verdict.SENT:
                 label = "edited" if outcome.operation.value == "edit" else "sent"

@@ -57,6 +57,11 @@ class DeliverySettings(NpsloopSettings):
     delivery_max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 256
     # Safety net when a NOTIFY is missed (e.g. the listening connection dropped).
     delivery_poll_interval_seconds: PositiveSeconds = 1.0
+    # Outcomes finishing within this long of each other are recorded in one write (group
+    # commit). Nobody waits for the write (the message has left), and each write has a fixed
+    # cost in the process and the database that a few rows more barely change; but a process
+    # killed inside the window sends those messages again after their lease (see loop.py).
+    delivery_record_linger_seconds: Annotated[float, Field(ge=0, le=1)] = 0.025
 
     # Per-destination pacing (seconds between two messages; 0 lifts the limit).
     delivery_slack_interval_seconds: NonNegativeSeconds = 1.0
