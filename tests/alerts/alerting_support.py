@@ -149,6 +149,16 @@ def response(**overrides: Any) -> ResponseReceived:
     return ResponseReceived.model_validate(fields)
 
 
+async def driver_connection(db: AsyncSession | AsyncConnection) -> Any:
+    """The asyncpg connection under `db`, inside `db`'s transaction: the decide step runs on
+    asyncpg directly, and what it writes there commits or rolls back with `db` (a test's
+    rolled-back transaction included)."""
+    await db.execute(text("SELECT 1"))  # SQLAlchemy's adapter begins its transaction lazily
+    connection = db if isinstance(db, AsyncConnection) else await db.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
 async def add_person(
     db: AsyncSession | AsyncConnection,
     person_id: str,
@@ -229,7 +239,8 @@ class Pipeline:
 
     async def respond(self, event: ResponseReceived) -> uuid.UUID:
         async with session_scope(self.sessionmaker) as session:
-            result = await self.decider.decide(AlertRepository(session), event.event_id, event)
+            repository = AlertRepository(await driver_connection(session))
+            result = await self.decider.decide(repository, event.event_id, event)
         for loop in self.loops:
             loop.wake()
         alert_id: uuid.UUID = result.alert_id

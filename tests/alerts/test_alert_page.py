@@ -18,7 +18,7 @@ from npsloop_alerts.alerting.sla import SlaPolicy
 from npsloop_alerts.routing.engine import ChannelConfig
 from npsloop_alerts.routing.rules import Channel
 from npsloop_alerts.settings import AlertsSettings
-from tests.alerts.alerting_support import add_account, add_person, response
+from tests.alerts.alerting_support import add_account, add_person, driver_connection, response
 from tests.fakes.samples import CJK, SCRIPT
 
 HOSTILE = f"{SCRIPT} {CJK} " + "and it went on and on. " * 200  # 4,600+ of 5,000 chars
@@ -33,7 +33,7 @@ async def alert_id(session: AsyncSession) -> str:
         DeciderConfig(timedelta(seconds=60), SlaPolicy(), "npsloop.alerts.v1"),
     )
     event = response(account_id="acc-1", score=2, comment=HOSTILE)
-    await decider.decide(AlertRepository(session), event.event_id, event)
+    await decider.decide(AlertRepository(await driver_connection(session)), event.event_id, event)
     return str(alert_id_for(event.source, event.response_id))
 
 

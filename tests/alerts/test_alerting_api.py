@@ -16,7 +16,7 @@ from npsloop_alerts.alerting.sla import SlaPolicy
 from npsloop_alerts.routing.engine import ChannelConfig
 from npsloop_alerts.routing.rules import Channel
 from npsloop_shared.contracts import ResponseReceived
-from tests.alerts.alerting_support import add_account, add_person, response
+from tests.alerts.alerting_support import add_account, add_person, driver_connection, response
 
 CHANNELS = frozenset({Channel.EMAIL, Channel.SLACK, Channel.TELEGRAM})
 
@@ -43,7 +43,9 @@ async def decided(session: AsyncSession) -> list[ResponseReceived]:
         response(account_id="acc-2", score=5),
     ]
     for position, event in enumerate(events):
-        await decider.decide(AlertRepository(session), event.event_id, event)
+        await decider.decide(
+            AlertRepository(await driver_connection(session)), event.event_id, event
+        )
         # One test transaction gives every row the same now(); production has one per alert.
         await session.execute(
             text(

@@ -24,7 +24,13 @@ from npsloop_alerts.routing.engine import ChannelConfig
 from npsloop_alerts.routing.rules import Channel
 from npsloop_shared.contracts import Bucket, ResponseReceived
 from npsloop_shared.kafka.consumer import ConsumedRecord, PermanentMessageError
-from tests.alerts.alerting_support import add_account, add_person, response, set_team_fallback
+from tests.alerts.alerting_support import (
+    add_account,
+    add_person,
+    driver_connection,
+    response,
+    set_team_fallback,
+)
 
 HOLD = timedelta(seconds=60)
 CHANNELS = frozenset({Channel.EMAIL, Channel.SLACK, Channel.TELEGRAM, Channel.WEBHOOK})
@@ -60,7 +66,9 @@ async def directory(session: AsyncSession) -> None:
 async def decide(
     decider: AlertDecider, session: AsyncSession, event: ResponseReceived
 ) -> DecideOutcome:
-    result = await decider.decide(AlertRepository(session), event.event_id, event)
+    result = await decider.decide(
+        AlertRepository(await driver_connection(session)), event.event_id, event
+    )
     return result.outcome
 
 
@@ -149,7 +157,8 @@ async def test_a_batch_is_decided_in_order_with_one_directory_read_for_all(
     batch = [score_only, with_comment, score_only, other_account, unknown_account]
 
     results = await decider.decide_many(
-        AlertRepository(session), [(event.event_id, event) for event in batch]
+        AlertRepository(await driver_connection(session)),
+        [(event.event_id, event) for event in batch],
     )
 
     # A later revision in the same batch sees what the earlier one wrote.
@@ -361,7 +370,8 @@ async def test_a_large_poll_is_written_exactly_and_its_events_keep_their_order(
     batch = scores_only[:20] + comments + scores_only[20:]
 
     results = await decider.decide_many(
-        AlertRepository(session), [(event.event_id, event) for event in batch]
+        AlertRepository(await driver_connection(session)),
+        [(event.event_id, event) for event in batch],
     )
 
     assert [result.outcome for result in results] == (

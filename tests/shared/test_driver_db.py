@@ -113,3 +113,11 @@ async def test_a_database_that_is_down_fails_the_transaction_not_the_constructio
                 await _COUNT.fetchval(connection, {"id": uuid.uuid4()})
     finally:
         await database.close()
+
+
+async def test_the_pool_knows_the_server_process_of_each_connection_it_opened(
+    database: DriverPool,
+) -> None:
+    async with database.connection() as connection:
+        pid = await connection.fetchval("SELECT pg_backend_pid()")
+    assert pid in database.server_pids

@@ -74,6 +74,10 @@ class DriverPool:
         self._max_size = max_size
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        # Server process ids of the connections this pool opened (a NOTIFY names the backend
+        # that sent it, so a listener can tell this pool's apart). Ids of connections since
+        # closed stay: a reconnect is rare, and the server may reuse an id only much later.
+        self.server_pids: set[int] = set()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
@@ -103,11 +107,15 @@ class DriverPool:
                     self._dsn,
                     min_size=0,
                     max_size=self._max_size,
-                    init=_set_json_codecs,
+                    init=self._prepare_connection,
                     reset=_keep_as_is,
                     server_settings={"application_name": self._application_name},
                 )
             return self._pool
+
+    async def _prepare_connection(self, connection: Any) -> None:
+        await _set_json_codecs(connection)
+        self.server_pids.add(connection.get_server_pid())
 
 
 async def _set_json_codecs(connection: Any) -> None:

@@ -4,19 +4,16 @@ Start order: work resources (channel clients, the hot paths' database connection
 loop, the responses consumer, the alert outbox relay; stop order is the reverse, so the consumer
 stops taking records before the loop drains its in-flight sends, and the clients close last.
 
-The delivery loop's claims and results run on asyncpg directly (`DriverPool`: SQLAlchemy's
-execution layer would cost more CPU than its statements). The decide step uses its own
-engine without `pool_pre_ping`: a ping costs three round trips per checkout (BEGIN, SELECT,
-ROLLBACK), more than the work itself. A connection that died is discarded by SQLAlchemy on the
-error, and the record or claim is simply retried.
+The decide step and the delivery loop run on asyncpg directly, each with its own `DriverPool`
+(SQLAlchemy's execution layer would cost more CPU than their statements). Neither pings a
+connection before use (a ping is a round trip, more than the work itself): a connection that
+died fails its statement, and the record, claim or result is simply retried. The delivery loop
+acts on NOTIFYs from other processes only: this one's decide step wakes it directly.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-
-import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from npsloop_alerts.alerting.directory_view import DirectoryView
 from npsloop_alerts.alerting.handler import ResponseHandler
@@ -58,38 +55,24 @@ class ResponsesConsumer:
 
 
 class WorkResources:
-    """Component owning the channel clients and the hot-path engine; closes them last."""
+    """Component owning the channel clients and the hot paths' connections; closes them last."""
 
     name = "alerting-resources"
 
-    def __init__(
-        self, providers: ChannelProviders, engine: AsyncEngine, database: DriverPool
-    ) -> None:
+    def __init__(self, providers: ChannelProviders, *databases: DriverPool) -> None:
         self.providers = providers
-        self.engine = engine
-        self.database = database
+        self.databases = databases
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
         await self.providers.aclose()
-        await self.engine.dispose()
-        await self.database.close()
+        for database in self.databases:
+            await database.close()
 
     def healthy(self) -> bool:
         return not self.providers.closed
-
-
-def hot_path_engine(settings: AlertsSettings) -> AsyncEngine:
-    return create_async_engine(
-        settings.database_url,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
-        pool_pre_ping=False,
-        json_deserializer=orjson.loads,  # claimed deliveries carry their alert as jsonb
-        connect_args={"server_settings": {"application_name": "npsloop-alerts-work"}},
-    )
 
 
 def alerting_topics(settings: AlertsSettings) -> list[TopicSpec]:
@@ -105,7 +88,11 @@ def alerting_components(
 ) -> list[Component]:
     """`sessionmaker` is the process's (the relay uses it); the hot paths get their own."""
     providers = ChannelProviders.from_settings(settings)
-    work_engine = hot_path_engine(settings)
+    decide_database = DriverPool(
+        settings.database_url,
+        application_name="npsloop-alerts-decide",
+        max_size=settings.database_pool_size,
+    )
     delivery_database = DriverPool(
         settings.database_url,
         application_name="npsloop-alerts-delivery",
@@ -121,6 +108,7 @@ def alerting_components(
         ),
         config=LoopConfig.from_settings(settings),
         metrics=delivery_metrics(),
+        own_notifiers=decide_database.server_pids,
     )
     decider = AlertDecider(
         DirectoryView(settings.channel_config()),
@@ -131,7 +119,7 @@ def alerting_components(
         ),
     )
     metrics = alerting_metrics()
-    handler = ResponseHandler(work_engine, decider, metrics, on_decided=loop.wake)
+    handler = ResponseHandler(decide_database, decider, metrics, on_decided=loop.wake)
     consumers = [
         KafkaEventConsumer(
             topics=[settings.alerts_responses_topic],
@@ -153,7 +141,7 @@ def alerting_components(
         metrics=metrics,
     )
     return [
-        WorkResources(providers, work_engine, delivery_database),
+        WorkResources(providers, decide_database, delivery_database),
         loop,
         ResponsesConsumer(consumers),
         relay,

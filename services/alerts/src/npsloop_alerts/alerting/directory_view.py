@@ -1,4 +1,5 @@
-"""Reads what the routing engine needs from the directory in one round trip.
+"""Reads what the routing engine needs from the directory in one round trip (on asyncpg
+directly, like every statement the decide step runs per poll; see `npsloop_shared.driver_db`).
 
 One statement returns the accounts asked for, the team, the enabled rules and every person
 those can name (owners, backup owners, managers, team fallback and wins, `person:<id>`
@@ -15,8 +16,6 @@ from datetime import time
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from npsloop_alerts.routing.engine import (
     AccountRouting,
@@ -27,9 +26,13 @@ from npsloop_alerts.routing.engine import (
     TeamRouting,
 )
 from npsloop_alerts.routing.rules import PERSON_PREFIX, RuleDefinition
+from npsloop_shared.driver_db import DriverSql
 
-_DIRECTORY = text(
-    f"""
+# The four columns are jsonb, decoded by the connection's codec (asyncpg's, set by `DriverPool`
+# or by SQLAlchemy's dialect: both give Python objects).
+_DIRECTORY = DriverSql(
+    text(
+        f"""
     WITH acc AS (
         SELECT id, name, segment, owner_id, backup_owner_id, manager_id
         FROM accounts WHERE id = ANY(:account_ids)
@@ -56,7 +59,8 @@ _DIRECTORY = text(
                    webhook_url, locale, timezone, quiet_hours_start, quiet_hours_end, active
             FROM people WHERE id = ANY(ARRAY(SELECT id FROM wanted))) AS p) AS people
     """  # noqa: S608 - constants only; every value is a bound parameter
-).columns(accounts=JSONB, team=JSONB, rules=JSONB, people=JSONB)
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,20 +97,19 @@ class DirectoryView:
         self._channels = channels
         self._rules: dict[tuple[str, int], Rule] = {}
 
-    async def snapshot(
-        self, db: AsyncSession | AsyncConnection, account_id: str
-    ) -> DirectorySnapshot:
-        return (await self.snapshots(db, [account_id]))[account_id]
+    async def snapshot(self, connection: Any, account_id: str) -> DirectorySnapshot:
+        return (await self.snapshots(connection, [account_id]))[account_id]
 
     async def snapshots(
-        self, db: AsyncSession | AsyncConnection, account_ids: Collection[str]
+        self, connection: Any, account_ids: Collection[str]
     ) -> dict[str, DirectorySnapshot]:
-        """A snapshot per account id (unknown accounts included), read in one statement."""
-        row = (await db.execute(_DIRECTORY, {"account_ids": list(set(account_ids))})).one()
-        accounts: dict[str, Mapping[str, Any]] = {acc["id"]: acc for acc in row.accounts}
-        team_row: Mapping[str, Any] = row.team or {}
-        people = {person["id"]: _person(person) for person in row.people}
-        rules = [self._rule(rule_row) for rule_row in row.rules]
+        """A snapshot per account id (unknown accounts included), read in one statement on
+        `connection` (an asyncpg connection)."""
+        (row,) = await _DIRECTORY.fetch(connection, {"account_ids": list(set(account_ids))})
+        accounts: dict[str, Mapping[str, Any]] = {acc["id"]: acc for acc in row["accounts"]}
+        team_row: Mapping[str, Any] = row["team"] or {}
+        people = {person["id"]: _person(person) for person in row["people"]}
+        rules = [self._rule(rule_row) for rule_row in row["rules"]]
         team = TeamRouting(
             fallback_person_id=team_row.get("fallback_person_id"),
             wins_person_id=team_row.get("wins_person_id"),

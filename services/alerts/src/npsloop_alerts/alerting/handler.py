@@ -2,7 +2,7 @@
 
 Per record: decode (a record that breaks the contract raises `PermanentMessageError` and goes to
 the DLQ), read the directory, then one atomic statement for the whole decision (an autocommit
-connection: the statement is its own transaction), committed before this returns.
+asyncpg connection: the statement is its own transaction), committed before this returns.
 The consumer wrapper commits the offset only after that, so a crash in between redelivers the
 record and the `ce_id` dedupe makes the second pass a no-op.
 """
@@ -14,12 +14,12 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from npsloop_alerts.alerting.metrics import AlertingMetrics
 from npsloop_alerts.alerting.repository import AlertRepository
 from npsloop_alerts.alerting.service import AlertDecider, DecideOutcome, DecideResult
 from npsloop_shared.contracts import RESPONSE_RECEIVED_TYPE, ResponseReceived
+from npsloop_shared.driver_db import DriverPool
 from npsloop_shared.kafka.consumer import ConsumedRecord, PermanentMessageError
 from npsloop_shared.kafka.dlq import describe_error
 
@@ -52,16 +52,15 @@ def decode_response(record: ConsumedRecord) -> tuple[uuid.UUID, ResponseReceived
 class ResponseHandler:
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: DriverPool,
         decider: AlertDecider,
         metrics: AlertingMetrics,
         *,
         on_decided: Callable[[], None] | None = None,
     ) -> None:
-        # One record: no BEGIN/COMMIT round trips, the deciding write is a single statement.
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # Several: one transaction for all, so a failure leaves none of them written.
-        self._transactional_engine = engine
+        # No transaction around the directory read: the writes are atomic by themselves (one
+        # statement, or the repository's own transaction when a poll needs several).
+        self._database = database
         self._decider = decider
         self._metrics = metrics
         # Wakes this process's delivery loop without waiting for the NOTIFY round trip.
@@ -69,18 +68,18 @@ class ResponseHandler:
 
     async def __call__(self, record: ConsumedRecord) -> None:
         event_id, event = decode_response(record)
-        async with self._engine.connect() as connection:
+        async with self._database.connection() as connection:
             result = await self._decider.decide(AlertRepository(connection), event_id, event)
         self._decided([result])
 
     async def handle_batch(self, records: Sequence[ConsumedRecord]) -> None:
-        """Decide a poll's records in one transaction (one directory read, one commit).
+        """Decide a poll's records together (one directory read, one atomic write).
 
         A record that breaks the contract raises before anything is written; the consumer then
         handles the records one at a time, dead-lettering that one.
         """
         events = [decode_response(record) for record in records]
-        async with self._transactional_engine.begin() as connection:
+        async with self._database.connection() as connection:
             results = await self._decider.decide_many(AlertRepository(connection), events)
         self._decided(results)
 

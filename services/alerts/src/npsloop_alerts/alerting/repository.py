@@ -28,10 +28,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import bindparam, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.types import Text
 
 from npsloop_alerts.alerting.events import OutboxRecord
+from npsloop_shared.driver_db import DriverSql
 
 # Events and deliveries travel as two JSON arrays (one parameter each, whatever the batch
 # size), typed back into rows by `json_to_recordset` (as `json`, not `jsonb`: read once, never
@@ -40,8 +40,9 @@ from npsloop_alerts.alerting.events import OutboxRecord
 # to the queue as an edit; a held email is released once the response is complete (has its
 # comment). In-flight ones compare `content_revision` with what they rendered when their
 # result is recorded.
-_DECIDE = text(
-    """
+_DECIDE = DriverSql(
+    text(
+        """
     WITH e AS (
         SELECT * FROM json_to_recordset(CAST(:events AS json)) AS e(
             i integer, event_id uuid, id uuid, source text, response_id text, revision integer,
@@ -135,7 +136,8 @@ _DECIDE = text(
         LEFT JOIN created_per_alert AS c ON c.alert_id = e.id
     ORDER BY e.i
     """
-).bindparams(bindparam("events", type_=Text), bindparam("deliveries", type_=Text))
+    ).bindparams(bindparam("events", type_=Text), bindparam("deliveries", type_=Text))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,14 +175,22 @@ class Written:
 
 
 class AlertRepository:
-    def __init__(self, db: AsyncSession | AsyncConnection) -> None:
-        self.db = db
+    """The deciding write on `connection`, an asyncpg connection (see `driver_db`)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
 
     async def decide_many(self, decisions: Sequence[Decision]) -> list[Written]:
-        """Write `decisions` in order: one statement per run without a repeated alert."""
+        """Write `decisions` in order, atomically: one statement per run without a repeated
+        alert, and a transaction around the runs when there are several (a savepoint when the
+        connection is in a transaction already)."""
+        runs = _runs_without_repeats(decisions)
+        if len(runs) == 1:
+            return await self._decide_run(runs[0])  # one statement: atomic by itself
         written: list[Written] = []
-        for run in _runs_without_repeats(decisions):
-            written.extend(await self._decide_run(run))
+        async with self.connection.transaction():
+            for run in runs:
+                written.extend(await self._decide_run(run))
         return written
 
     async def _decide_run(self, run: Sequence[Decision]) -> list[Written]:
@@ -203,8 +213,8 @@ class AlertRepository:
             alert_id = decision.alert["id"]
             deliveries.extend({"alert_id": alert_id, **_fields(d)} for d in decision.deliveries)
         # orjson writes UUIDs and aware datetimes as the text PostgreSQL reads back.
-        result = await self.db.execute(
-            _DECIDE,
+        rows = await _DECIDE.fetch(
+            self.connection,
             {
                 "events": orjson.dumps(events).decode(),
                 "deliveries": orjson.dumps(deliveries).decode(),
@@ -212,11 +222,11 @@ class AlertRepository:
         )
         return [
             Written(
-                fresh_event=bool(row.fresh),
-                created=row.created,
-                deliveries_created=int(row.deliveries),
+                fresh_event=bool(row["fresh"]),
+                created=row["created"],
+                deliveries_created=int(row["deliveries"]),
             )
-            for row in result
+            for row in rows
         ]
 
 

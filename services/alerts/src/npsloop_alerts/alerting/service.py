@@ -116,11 +116,11 @@ class AlertDecider:
         events: Sequence[tuple[uuid.UUID, ResponseReceived]],
     ) -> list[DecideResult]:
         """Decide each event in order (a later revision sees what an earlier one wrote), with
-        one directory read and as few statements as the order allows (see the repository).
-        Atomic only if `repository` works in one transaction."""
+        one directory read and as few statements as the order allows; the writes are atomic
+        (see the repository)."""
         now = self._clock()
         snapshots = await self._directory.snapshots(
-            repository.db, {event.account_id for _, event in events}
+            repository.connection, {event.account_id for _, event in events}
         )
         planned = [
             self._plan(event_id, event, snapshots[event.account_id], now)

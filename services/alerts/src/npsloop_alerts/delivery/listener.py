@@ -1,12 +1,14 @@
 """LISTEN on a PostgreSQL channel with a dedicated asyncpg connection, calling back on NOTIFY.
 
 A lost connection is not fatal (the loop also polls); `ensure()` reconnects when called.
+NOTIFYs sent by the backends in `ignore_from` are not passed on (their sender wakes the loop
+itself, sooner).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -17,10 +19,18 @@ log = logging.getLogger(__name__)
 
 
 class NotifyListener:
-    def __init__(self, database_url: str, channel: str, on_notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        channel: str,
+        on_notify: Callable[[], None],
+        *,
+        ignore_from: Collection[int] = (),
+    ) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._channel = channel
         self._on_notify = on_notify
+        self._ignore_from = ignore_from  # read on every NOTIFY: a live collection may grow
         self._connection: Any = None
 
     @property
@@ -50,5 +60,6 @@ class NotifyListener:
             except (OSError, asyncpg.PostgresError, TimeoutError):
                 connection.terminate()
 
-    def _notified(self, *_: object) -> None:
-        self._on_notify()
+    def _notified(self, _connection: object, sender_pid: int, *_: object) -> None:
+        if sender_pid not in self._ignore_from:
+            self._on_notify()

@@ -31,7 +31,7 @@ import contextlib
 import enum
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
@@ -119,14 +119,20 @@ class DeliveryLoop(BackgroundLoop):
         dispatcher: Dispatcher,
         config: LoopConfig,
         metrics: DeliveryMetrics,
+        own_notifiers: Collection[int] = (),
     ) -> None:
+        """`own_notifiers`: server process ids whose NOTIFYs need no claim, because whoever
+        sent them calls `wake()` as well (the decide step of this process, after its commit;
+        acting on both would make the second claim find nothing)."""
         super().__init__(stop_grace=config.send_timeout + 10)
         self._database = database
         self._dispatcher = dispatcher
         self._config = config
         self._metrics = metrics
         self._wake = asyncio.Event()
-        self._listener = NotifyListener(database_url, NOTIFY_CHANNEL, self._wake.set)
+        self._listener = NotifyListener(
+            database_url, NOTIFY_CHANNEL, self._wake.set, ignore_from=own_notifiers
+        )
         self._results: asyncio.Queue[SendOutcome | None] = asyncio.Queue()
         self._tasks: dict[asyncio.Task[None], ClaimedDelivery] = {}
         self._sending: set[uuid.UUID] = set()
