@@ -45,3 +45,26 @@ async def test_a_notify_wakes_the_listener_unless_its_sender_is_ignored(
         await listener.close()
         await own.close()
         await other.close()
+
+
+async def test_notifies_in_quick_succession_are_passed_on_once_per_interval_and_none_is_lost(
+    alerts_database_url: str,
+) -> None:
+    channel = f"test_wake_{uuid.uuid4().hex[:8]}"
+    sender = await asyncpg.connect(asyncpg_dsn(alerts_database_url))
+    wakes: list[float] = []
+    loop = asyncio.get_running_loop()
+    listener = NotifyListener(
+        alerts_database_url, channel, lambda: wakes.append(loop.time()), min_interval=1.5
+    )
+    try:
+        await listener.ensure()  # the wake on connect starts the first interval
+        for _ in range(5):
+            await sender.execute(f"NOTIFY {channel}")
+        await asyncio.sleep(2.5)
+        # The five came within the first interval: passed on once, when it ended.
+        assert len(wakes) == 2
+        assert wakes[1] - wakes[0] >= 1.4
+    finally:
+        await listener.close()
+        await sender.close()

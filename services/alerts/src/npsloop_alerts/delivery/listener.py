@@ -2,11 +2,15 @@
 
 A lost connection is not fatal (the loop also polls); `ensure()` reconnects when called.
 NOTIFYs sent by the backends in `ignore_from` are not passed on (their sender wakes the loop
-itself, sooner).
+itself, sooner). The others are passed on at most once per `min_interval`: one arriving sooner
+is passed on when the interval ends, never dropped. Most come from another replica's decide
+step, whose own loop has usually claimed the work already, and a claim that finds nothing
+still costs round trips.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Collection
 from typing import Any
@@ -26,11 +30,15 @@ class NotifyListener:
         on_notify: Callable[[], None],
         *,
         ignore_from: Collection[int] = (),
+        min_interval: float = 0.0,
     ) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._channel = channel
         self._on_notify = on_notify
         self._ignore_from = ignore_from  # read on every NOTIFY: a live collection may grow
+        self._min_interval = min_interval
+        self._last_passed_on = float("-inf")  # loop time
+        self._pending: asyncio.TimerHandle | None = None
         self._connection: Any = None
 
     @property
@@ -50,9 +58,12 @@ class NotifyListener:
             return
         self._connection = connection
         # Whatever was notified while we were not listening is found by the next claim.
-        self._on_notify()
+        self._pass_on()
 
     async def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed():
             try:
@@ -61,5 +72,16 @@ class NotifyListener:
                 connection.terminate()
 
     def _notified(self, _connection: object, sender_pid: int, *_: object) -> None:
-        if sender_pid not in self._ignore_from:
-            self._on_notify()
+        if sender_pid in self._ignore_from or self._pending is not None:
+            return  # ignored, or already due to be passed on
+        loop = asyncio.get_running_loop()
+        wait = self._last_passed_on + self._min_interval - loop.time()
+        if wait > 0:
+            self._pending = loop.call_later(wait, self._pass_on)
+        else:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        self._pending = None
+        self._last_passed_on = asyncio.get_running_loop().time()
+        self._on_notify()

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 MAX_RESULTS_PER_WRITE = 1000
 MAX_DB_BACKOFF_SECONDS = 5.0
 MIN_IDLE_SECONDS = 0.01
+# NOTIFYs from elsewhere (mostly other replicas' decide steps) wake the loop at most this often.
+OTHERS_NOTIFY_INTERVAL_SECONDS = 0.1
 
 
 class Unknown(enum.Enum):
@@ -131,7 +133,11 @@ class DeliveryLoop(BackgroundLoop):
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._listener = NotifyListener(
-            database_url, NOTIFY_CHANNEL, self._wake.set, ignore_from=own_notifiers
+            database_url,
+            NOTIFY_CHANNEL,
+            self._wake.set,
+            ignore_from=own_notifiers,
+            min_interval=OTHERS_NOTIFY_INTERVAL_SECONDS,
         )
         self._results: asyncio.Queue[SendOutcome | None] = asyncio.Queue()
         self._tasks: dict[asyncio.Task[None], ClaimedDelivery] = {}
