@@ -724,6 +724,18 @@ def infrastructure(args: argparse.Namespace, workdir: Path) -> Iterator[Infra]:
             server.stop()
 
 
+def host_check_ms() -> float:
+    """CPU milliseconds of a fixed pure-Python workload (dicts, strings, JSON). The same code
+    takes more CPU when the shared host is busy (caches and cores shared with neighbours):
+    printed before and after the phases, it tells a slow host from a slow change."""
+    started = time.process_time()
+    for n in range(20_000):
+        tags = [str(n % 7), str(n % 11)]
+        orjson.loads(orjson.dumps({"id": n, "name": f"owner-{n}", "tags": tags}))
+        sorted(tags)
+    return (time.process_time() - started) * 1000
+
+
 async def fresh_database(server_url: str) -> str:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     connection = await asyncpg.connect(asyncpg_url(server_url))
@@ -762,7 +774,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             with service(ingest_command, ingest_env, ingest_log) as ingest:
                 ingest_url = f"http://127.0.0.1:{ingest_port}"
                 await wait_ready(ingest_url, ingest, ingest_log)
-                print(f"machine: {os.cpu_count()} CPUs; logs in {workdir}")
+                before = host_check_ms()
+                print(
+                    f"machine: {os.cpu_count()} CPUs; logs in {workdir}\n"
+                    f"host check (a fixed Python workload): {before:.1f} ms of CPU"
+                )
                 latency = None
                 if args.only in {None, "latency"}:
                     latency = await latency_phase(args, infra, receivers, ingest_url)
@@ -773,6 +789,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
                 for channels in args.throughput_channels:
                     passes.append(await throughput_phase(args, infra, receivers, channels))
                     print_throughput(passes[-1])
+            after = host_check_ms()
+            print(
+                f"\nhost check again: {after:.1f} ms of CPU ({after / before:.2f} of the first;"
+                " above 1: the host got slower during the run)"
+            )
             if latency and passes:
                 print_targets(latency, passes[0])
         finally:
