@@ -97,9 +97,6 @@ class DirectoryView:
         self._channels = channels
         self._rules: dict[tuple[str, int], Rule] = {}
 
-    async def snapshot(self, connection: Any, account_id: str) -> DirectorySnapshot:
-        return (await self.snapshots(connection, [account_id]))[account_id]
-
     async def snapshots(
         self, connection: Any, account_ids: Collection[str]
     ) -> dict[str, DirectorySnapshot]:

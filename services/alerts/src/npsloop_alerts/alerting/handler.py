@@ -67,10 +67,7 @@ class ResponseHandler:
         self._on_decided = on_decided
 
     async def __call__(self, record: ConsumedRecord) -> None:
-        event_id, event = decode_response(record)
-        async with self._database.connection() as connection:
-            result = await self._decider.decide(AlertRepository(connection), event_id, event)
-        self._decided([result])
+        await self.handle_batch([record])
 
     async def handle_batch(self, records: Sequence[ConsumedRecord]) -> None:
         """Decide a poll's records together (one directory read, one atomic write).
