@@ -15,14 +15,16 @@ it shares the machine's cores with what it measures.
    than one bot may send. One alerts process runs per CPU (`--replicas`), as one would deploy
    them: a Python process uses one core. Latency is from ingest's 202 to the receiver's
    arrival, for every message; lost = expected messages that never arrived, duplicates =
-   arrivals beyond one per (alert, channel).
+   arrivals beyond one per (alert, channel). After one warm-up, `--runs` runs (default 3) are
+   measured on the same stack, each printed; the targets are checked on the median of their
+   p50s and p99s, since the machine is shared and one run can land on a neighbour's busy minute.
 2. **Throughput.** Alerts processes are restarted with every rate limit lifted (one per CPU by
    default, `--throughput-replicas`: a Python process uses one core, and replicas share the
    queue through `FOR UPDATE SKIP LOCKED`), `--deliveries` pending deliveries are put in the
    queue at once, and the rate at which they arrive at the receivers is measured (release to
    last arrival).
 
-    make bench-alerts                          # 200 responses/s for 60 s
+    make bench-alerts                          # 200 responses/s for 60 s, three runs
     .venv/bin/python bench/alerts.py --rate 100 --duration 20 --deliveries 3000
 
 Figures depend on the machine and what else runs on it; the run prints its parameters.
@@ -488,6 +490,9 @@ class LatencyResult:
     cpu: dict[str, float] = field(default_factory=dict)  # role → CPU s, posting and draining
     wall_seconds: float = 0.0
 
+    def everything(self) -> list[float]:
+        return [value for values in self.by_channel.values() for value in values]
+
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
@@ -539,9 +544,8 @@ def print_latency(result: LatencyResult, args: argparse.Namespace) -> None:
     print(f"  lost                    {result.lost}")
     print(f"  duplicates              {result.duplicates}")
     print(f"  vendor 429 answers      {result.vendor_429s}")
-    everything = [value for values in result.by_channel.values() for value in values]
     print("  accepted → received (ms)   p50      p95      p99      max")
-    for name, values in [*result.by_channel.items(), ("all", everything)]:
+    for name, values in [*result.by_channel.items(), ("all", result.everything())]:
         if values:
             print(
                 f"    {name:<10}             {percentile(values, 0.5):7.1f}  "
@@ -575,7 +579,7 @@ def print_windows(by_time: list[tuple[float, float]], window: float = LATENCY_WI
     print(f"  p50/p99 (ms) per {window:g} s of posting: {'  '.join(cells)}")
 
 
-async def print_stages(database_url: str) -> None:
+async def print_stages(database_url: str, prefix: str) -> None:
     """Where the time went, from the database's own clock: decided (alert row written, the
     statement's start) and recorded as sent (after the vendor answered)."""
     connection = await asyncpg.connect(asyncpg_url(database_url))
@@ -585,8 +589,9 @@ async def print_stages(database_url: str) -> None:
             SELECT extract(epoch FROM a.created_at - a.received_at) * 1000 AS decided,
                    extract(epoch FROM d.sent_at - a.created_at) * 1000 AS sent
             FROM alerts AS a JOIN deliveries AS d ON d.alert_id = a.id
-            WHERE a.response_id LIKE 'lat-%' AND d.sent_at IS NOT NULL
-            """
+            WHERE a.response_id LIKE $1 AND d.sent_at IS NOT NULL
+            """,
+            f"{prefix}-%",
         )
     finally:
         await connection.close()
@@ -604,8 +609,10 @@ async def print_stages(database_url: str) -> None:
 
 async def latency_phase(
     args: argparse.Namespace, infra: Infra, receivers: Receivers, ingest_url: str
-) -> LatencyResult:
+) -> list[LatencyResult]:
+    """A warm-up, then `args.runs` measured runs on the same stack, each printed as it ends."""
     env = alerts_env(args, infra, receivers, lifted=False)
+    results: list[LatencyResult] = []
     async with alerts_replicas(args.replicas, env, infra.workdir, "latency"):
         warm = Posted()
         warmup_rate = min(args.rate, 50.0)
@@ -618,27 +625,55 @@ async def latency_phase(
             prefix="warm",
         )
         await drain(receivers, len(warm.accepted) * len(CHANNELS), 60)
-        # Destinations the warm-up used must be past their pace slot (1 message/s) before the
-        # measured phase; more than a few seconds would only make a slow --rate wait for nothing.
-        await asyncio.sleep(min(max(2.0, args.accounts / args.rate), PACE_SETTLE_MAX_SECONDS))
-        receivers.reset()
-        posted = Posted()
-        print(f"posting {int(args.rate * args.duration)} responses at {args.rate:g}/s …")
-        cpu_before, wall_before = cpu_seconds_by_role(), time.perf_counter()
-        await post_steadily(
-            ingest_url,
-            rate=args.rate,
-            duration=args.duration,
-            accounts=args.accounts,
-            posted=posted,
-            prefix="lat",
-        )
-        await drain(receivers, len(posted.accepted) * len(CHANNELS), args.drain)
-        cpu = cpu_used(cpu_before, cpu_seconds_by_role())
-        wall = time.perf_counter() - wall_before
-        result = latency_result(posted, receivers)
-        result.cpu, result.wall_seconds = cpu, wall
-        return result
+        for run in range(1, args.runs + 1):
+            # Destinations the previous posting used must be past their pace slot (1 message/s);
+            # more than a few seconds would only make a slow --rate wait for nothing.
+            await asyncio.sleep(min(max(2.0, args.accounts / args.rate), PACE_SETTLE_MAX_SECONDS))
+            results.append(await measured_run(args, infra, receivers, ingest_url, run))
+    return results
+
+
+async def measured_run(
+    args: argparse.Namespace, infra: Infra, receivers: Receivers, ingest_url: str, run: int
+) -> LatencyResult:
+    receivers.reset()
+    posted = Posted()
+    print(
+        f"\nrun {run} of {args.runs}: posting {int(args.rate * args.duration)} responses"
+        f" at {args.rate:g}/s …"
+    )
+    cpu_before, wall_before = cpu_seconds_by_role(), time.perf_counter()
+    prefix = f"lat{run}"
+    await post_steadily(
+        ingest_url,
+        rate=args.rate,
+        duration=args.duration,
+        accounts=args.accounts,
+        posted=posted,
+        prefix=prefix,
+    )
+    await drain(receivers, len(posted.accepted) * len(CHANNELS), args.drain)
+    cpu = cpu_used(cpu_before, cpu_seconds_by_role())
+    wall = time.perf_counter() - wall_before
+    result = latency_result(posted, receivers)
+    result.cpu, result.wall_seconds = cpu, wall
+    print_latency(result, args)
+    await print_stages(infra.database_url, prefix)
+    return result
+
+
+def print_runs(results: list[LatencyResult]) -> None:
+    """Every run's p50/p99 side by side, and their medians (what the targets are checked on:
+    the host is shared, and one run can land on a busy minute)."""
+    if len(results) < 2:
+        return
+    p50s = [percentile(result.everything(), 0.5) for result in results]
+    p99s = [percentile(result.everything(), 0.99) for result in results]
+    cells = "  ".join(f"{p50:.0f}/{p99:.0f}" for p50, p99 in zip(p50s, p99s, strict=True))
+    print(
+        f"\nLatency over {len(results)} runs, p50/p99 (ms): {cells};"
+        f" median p50 {statistics.median(p50s):.1f}, median p99 {statistics.median(p99s):.1f}"
+    )
 
 
 @dataclass
@@ -784,11 +819,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
                     f"machine: {os.cpu_count()} CPUs; logs in {workdir}\n"
                     f"host check (a fixed Python workload): {before:.1f} ms of CPU"
                 )
-                latency = None
+                latency: list[LatencyResult] = []
                 if args.only in {None, "latency"}:
                     latency = await latency_phase(args, infra, receivers, ingest_url)
-                    print_latency(latency, args)
-                    await print_stages(infra.database_url)
+                    print_runs(latency)
             passes: list[ThroughputResult] = []
             if args.only in {None, "throughput"}:
                 for channels in args.throughput_channels:
@@ -807,13 +841,18 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             receivers.smtp.close()
 
 
-def print_targets(latency: LatencyResult, throughput: ThroughputResult) -> None:
-    everything = [value for values in latency.by_channel.values() for value in values]
+def print_targets(latency: list[LatencyResult], throughput: ThroughputResult) -> None:
+    p50 = statistics.median(percentile(result.everything(), 0.5) for result in latency)
+    p99 = statistics.median(percentile(result.everything(), 0.99) for result in latency)
+    over = f" (median of {len(latency)} runs)" if len(latency) > 1 else ""
     checks = [
-        ("p50 ≤ 100 ms", percentile(everything, 0.5) <= 100),
-        ("p99 ≤ 500 ms", percentile(everything, 0.99) <= 500),
-        ("0 lost", latency.lost == 0),
-        ("0 duplicates", latency.duplicates == 0 and throughput.duplicates == 0),
+        (f"p50 ≤ 100 ms{over}", p50 <= 100),
+        (f"p99 ≤ 500 ms{over}", p99 <= 500),
+        ("0 lost", all(result.lost == 0 for result in latency)),
+        (
+            "0 duplicates",
+            all(result.duplicates == 0 for result in latency) and throughput.duplicates == 0,
+        ),
         (f"≥ 1,000 deliveries/s ({throughput.replicas} processes)", throughput.per_second >= 1000),
     ]
     print("\nTargets: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in checks))
@@ -823,6 +862,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rate", type=float, default=200.0, help="responses per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady load")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="measured latency runs after one warm-up, each printed; the targets are checked on"
+        " the median p50 and p99 (the host is shared: one run can land on a busy minute)",
+    )
     parser.add_argument("--accounts", type=int, default=1000, help="accounts (and owners)")
     parser.add_argument("--deliveries", type=int, default=9000, help="throughput phase size")
     parser.add_argument(
