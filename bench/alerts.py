@@ -910,7 +910,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--database-url", help="use this PostgreSQL server instead of starting one")
     parser.add_argument("--only", choices=["latency", "throughput"], help="run one phase")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
 
 
 def main() -> None:
