@@ -87,7 +87,7 @@ def _serve(args: argparse.Namespace, settings: AlertsSettings) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, settle_gc_after_start=True),
         host=args.host or settings.http_host,
         port=args.port or settings.http_port,
         loop="uvloop",

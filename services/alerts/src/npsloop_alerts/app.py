@@ -33,6 +33,7 @@ from npsloop_shared.db import SessionMaker, create_engine, create_sessionmaker
 from npsloop_shared.errors import install_problem_handlers
 from npsloop_shared.kafka.producer import KafkaProducer
 from npsloop_shared.kafka.topics import TopicSpec, compacted_topic
+from npsloop_shared.runtime import settle_garbage_collector
 
 APPLICATION_NAME = "npsloop-alerts"
 
@@ -110,6 +111,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[AlertsState]:
         for component in components:
             await component.start()
             stack.push_async_callback(component.stop)
+        if app.state.settle_gc_after_start:
+            # After start-up, so the pools, caches and compiled templates just built are frozen
+            # too: a full collection then walks only what the work itself keeps alive (measured
+            # at 200 responses/s: 150-400 ms pauses every ~10 s before, the p99's worst part).
+            settle_garbage_collector()
         yield AlertsState(
             settings=resources.settings,
             engine=resources.engine,
@@ -119,7 +125,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[AlertsState]:
         )
 
 
-def create_app(settings: AlertsSettings | None = None) -> FastAPI:
+def create_app(
+    settings: AlertsSettings | None = None, *, settle_gc_after_start: bool = False
+) -> FastAPI:
+    """`settle_gc_after_start`: for the process's own server (`npsloop-alerts serve`), not for
+    apps built in tests, as it freezes everything alive in the process."""
     settings = settings or AlertsSettings()
     app = FastAPI(
         title="npsloop alerts",
@@ -137,6 +147,7 @@ def create_app(settings: AlertsSettings | None = None) -> FastAPI:
         ],
     )
     app.state.settings = settings
+    app.state.settle_gc_after_start = settle_gc_after_start
     install_problem_handlers(app)
     app.include_router(health_router)
     app.include_router(directory_router)
