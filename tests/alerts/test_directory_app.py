@@ -6,11 +6,13 @@ import asyncio
 import os
 import signal
 import sys
+import textwrap
 
 import httpx
 import pytest
 
 from npsloop_alerts.settings import AlertsSettings
+from npsloop_shared.runtime import YOUNG_COLLECTION_THRESHOLD
 from tests.alerts.conftest import ADMIN_TOKEN, CreateDatabase, free_port, running_app, until
 
 pytestmark = pytest.mark.postgres
@@ -85,3 +87,42 @@ async def test_the_console_script_serves_by_default_and_stops_cleanly_on_sigterm
     assert "npsloop_alerts_directory_outbox_pending" in metrics
     assert health["status"] == "ok"
     assert anonymous.status_code == 401
+
+
+@pytest.mark.kafka
+async def test_the_served_app_settles_the_garbage_collector_once_started(
+    app_database_url: str, kafka_bootstrap: str
+) -> None:
+    # In a process of its own: freezing the collector is process-wide.
+    script = textwrap.dedent(
+        """
+        import asyncio, gc
+        from npsloop_alerts.app import create_app
+
+        async def main() -> None:
+            for settle in (False, True):
+                app = create_app(settle_gc_after_start=settle)
+                async with app.router.lifespan_context(app):
+                    print(settle, gc.get_freeze_count(), gc.get_threshold()[0])
+
+        asyncio.run(main())
+        """
+    )
+    env = {
+        **os.environ,
+        "NPSLOOP_DATABASE_URL": app_database_url,
+        "NPSLOOP_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "NPSLOOP_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+
+    assert process.returncode == 0
+    unsettled, settled = (line.split() for line in output.decode().splitlines())
+    assert unsettled == ["False", "0", "700"]
+    assert settled[0] == "True"
+    # Everything start-up built (modules, pools, compiled templates) is out of the collector's way.
+    assert int(settled[1]) > 10_000
+    assert int(settled[2]) == YOUNG_COLLECTION_THRESHOLD

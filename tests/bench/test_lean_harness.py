@@ -5,6 +5,7 @@ keep-alive poster to a small HTTP/1.1 server on a local socket."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -13,7 +14,14 @@ import aiosmtplib
 import orjson
 import pytest
 
-from bench.alerts import INGEST_TOKEN, Arrivals, MailCounter, Posted, post_steadily
+from bench.alerts import (
+    INGEST_TOKEN,
+    Arrivals,
+    MailCounter,
+    Posted,
+    collector_paused,
+    post_steadily,
+)
 from bench.poster import JsonPoster, PostFailed, parse_head
 from bench.smtp_sink import SmtpSink
 from npsloop_alerts.alerting.service import alert_id_for
@@ -327,3 +335,19 @@ async def test_bench_counts_202_as_accepted_and_anything_else_as_refused() -> No
     assert request_line == b"POST /v1/responses HTTP/1.1"
     assert headers[b"authorization"] == f"Bearer {INGEST_TOKEN}".encode()
     assert orjson.loads(body)["account_id"].startswith("bench-acc-")
+
+
+def test_the_harness_does_not_collect_while_it_measures_and_collects_after() -> None:
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    with collector_paused():
+        during = gc.isenabled()
+        Cycle()
+        collections_before = gc.get_stats()[2]["collections"]
+    after = gc.isenabled()
+
+    assert during is False
+    assert after is True
+    assert gc.get_stats()[2]["collections"] == collections_before + 1  # the one afterwards
