@@ -637,8 +637,9 @@ async def latency_phase(
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """The harness stamps each arrival when its receiver runs; a full collection of its own
-    heap (every arrival so far) stalls it for 100-300 ms and would be measured as the system's
-    latency. The harness makes few reference cycles, so it collects once afterwards instead."""
+    heap (every arrival so far) stalls it for hundreds of milliseconds, which would be measured
+    as the system's latency. The harness makes few reference cycles, so it collects once
+    afterwards instead."""
     gc.collect()
     gc.disable()
     try:
