@@ -494,6 +494,10 @@ class LatencyResult:
     def everything(self) -> list[float]:
         return [value for values in self.by_channel.values() for value in values]
 
+    def p50_p99(self) -> tuple[float, float]:
+        everything = self.everything()
+        return percentile(everything, 0.5), percentile(everything, 0.99)
+
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
@@ -684,10 +688,7 @@ def print_runs(results: list[LatencyResult]) -> None:
     the host is shared, and one run can land on a busy minute)."""
     if len(results) < 2:
         return
-    cells = "  ".join(
-        f"{percentile(result.everything(), 0.5):.0f}/{percentile(result.everything(), 0.99):.0f}"
-        for result in results
-    )
+    cells = "  ".join("{:.0f}/{:.0f}".format(*result.p50_p99()) for result in results)
     p50, p99 = median_p50_p99(results)
     print(
         f"\nLatency over {len(results)} runs, p50/p99 (ms): {cells};"
@@ -697,10 +698,8 @@ def print_runs(results: list[LatencyResult]) -> None:
 
 def median_p50_p99(results: list[LatencyResult]) -> tuple[float, float]:
     """The median over the runs of each run's p50 and p99: the figures the targets check."""
-    return (
-        statistics.median(percentile(result.everything(), 0.5) for result in results),
-        statistics.median(percentile(result.everything(), 0.99) for result in results),
-    )
+    p50s, p99s = zip(*(result.p50_p99() for result in results), strict=True)
+    return statistics.median(p50s), statistics.median(p99s)
 
 
 @dataclass
