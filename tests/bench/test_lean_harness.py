@@ -19,6 +19,7 @@ from bench.alerts import (
     Arrivals,
     MailCounter,
     Posted,
+    broker_env,
     collector_paused,
     post_steadily,
 )
@@ -351,3 +352,15 @@ def test_the_harness_does_not_collect_while_it_measures_and_collects_after() -> 
     assert during is False
     assert after is True
     assert gc.get_stats()[2]["collections"] == collections_before + 1  # the one afterwards
+
+
+def test_the_bench_broker_runs_both_jit_compilers_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NPSLOOP_KAFKA_JVM_OPTS", raising=False)
+    steady = broker_env()
+    assert "TieredStopAtLevel" not in steady["NPSLOOP_KAFKA_JVM_OPTS"]
+    assert steady["NPSLOOP_KAFKA_PORT"] == ""  # still a free port of its own
+
+    monkeypatch.setenv("NPSLOOP_KAFKA_JVM_OPTS", "-Xmx1g")
+    assert "NPSLOOP_KAFKA_JVM_OPTS" not in broker_env()  # the caller's flags reach the script

@@ -54,6 +54,7 @@ _TAG: Final = re.compile(
 _ENTITY: Final = re.compile(
     r"&(?:(?P<named>lt|gt|amp|quot)|#(?P<dec>[0-9]{1,7})|#x(?P<hex>[0-9a-fA-F]{1,6}));"
 )
+_SPECIAL: Final = re.compile(r"[<&>]")
 _NAMED: Final = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 NOT_MODIFIED: Final = (
     "Bad Request: message is not modified: specified new message content and reply markup "
@@ -70,20 +71,19 @@ def parse_html(text: str) -> str:
     visible: list[str] = []
     open_tags: list[str] = []
     index = 0
-    while index < len(text):
-        char = text[index]
-        if char == "<":
+    while (special := _SPECIAL.search(text, index)) is not None:
+        visible.append(text[index : special.start()])  # plain text up to the next <, & or >
+        index = special.start()
+        if special[0] == "<":
             index = _tag(text, index, open_tags)
-        elif char == "&":
+        elif special[0] == "&":
             index = _entity(text, index, visible)
-        elif char == ">":
+        else:
             raise EntityParseError(
                 "Character '>' is reserved and must be escaped "
                 f"at byte offset {_offset(text, index)}"
             )
-        else:
-            visible.append(char)
-            index += 1
+    visible.append(text[index:])
     if open_tags:
         raise EntityParseError(f'Can\'t find end tag corresponding to start tag "{open_tags[-1]}"')
     return "".join(visible)
