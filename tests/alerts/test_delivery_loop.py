@@ -22,7 +22,6 @@ from npsloop_alerts.delivery.channels import ChannelProviders
 from npsloop_alerts.delivery.dispatch import Dispatcher
 from npsloop_alerts.delivery.loop import DeliveryLoop, LoopConfig
 from npsloop_alerts.delivery.metrics import delivery_metrics
-from npsloop_alerts.delivery.pacing import PacingPolicy
 from npsloop_alerts.delivery.repository import Claimed, DeliveryRepository
 from npsloop_alerts.delivery.service import DeliveryService
 from npsloop_alerts.settings import AlertsSettings
@@ -426,15 +425,12 @@ async def test_a_claim_says_when_the_next_delivery_it_left_behind_falls_due(
             {"a": later},
         )
 
-    pacing = PacingPolicy.from_settings(pipeline.settings)
     database = DriverPool(pipeline.settings.database_url, application_name="test", max_size=1)
     try:
         async with database.transaction() as connection:
-            first = await DeliveryRepository(connection).claim_due(10, uuid.uuid4(), 60, pacing)
+            first = await DeliveryRepository(connection).claim_due(10, uuid.uuid4(), 60)
         async with database.transaction() as connection:
-            nothing_due = await DeliveryRepository(connection).claim_due(
-                10, uuid.uuid4(), 60, pacing
-            )
+            nothing_due = await DeliveryRepository(connection).claim_due(10, uuid.uuid4(), 60)
     finally:
         await database.close()
 

@@ -1,12 +1,11 @@
-"""Retry schedule, destination keys and settling outcomes: the policies as data (the pacing
-arithmetic runs in the claim: `test_delivery_pacing.py`)."""
+"""Retry schedule, pacing arithmetic and settling outcomes: the policies as data."""
 
 from __future__ import annotations
 
 import random
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,7 +14,14 @@ from npsloop_alerts.channels import SendReceipt, TelegramRef
 from npsloop_alerts.delivery.backoff import RetryPolicy
 from npsloop_alerts.delivery.channels import ChannelProviders
 from npsloop_alerts.delivery.dispatch import Dispatcher
-from npsloop_alerts.delivery.pacing import destination_key
+from npsloop_alerts.delivery.pacing import (
+    TELEGRAM_BOT_KEY,
+    Pace,
+    PacedItem,
+    PacingPolicy,
+    destination_key,
+    plan_slots,
+)
 from npsloop_alerts.delivery.settings import DeliverySettings
 from npsloop_alerts.delivery.settle import settle
 from npsloop_alerts.delivery.work import (
@@ -69,6 +75,68 @@ def test_secret_urls_never_appear_in_destination_keys() -> None:
     )
     assert destination_key(Channel.EMAIL, "Olivia@Acme.Example") == "email:olivia@acme.example"
     assert destination_key(Channel.TELEGRAM, "1001") == "telegram:1001"
+
+
+def test_vendor_limits_are_the_defaults_and_zero_lifts_them() -> None:
+    defaults = PacingPolicy.from_settings(DeliverySettings())
+    assert defaults.paces(Channel.SLACK, "slack:C1") == [Pace("slack:C1", 1.0)]
+    assert defaults.paces(Channel.TELEGRAM, "telegram:1") == [
+        Pace("telegram:1", 1.0),
+        Pace(TELEGRAM_BOT_KEY, 1 / 30),
+    ]
+    assert defaults.paces(Channel.EMAIL, "email:a@b.c") == []
+    lifted = PacingPolicy.from_settings(
+        DeliverySettings(
+            delivery_slack_interval_seconds=0,
+            delivery_telegram_chat_interval_seconds=0,
+            delivery_telegram_bot_interval_seconds=0,
+        )
+    )
+    assert lifted.paces(Channel.SLACK, "slack:C1") == []
+    assert lifted.paces(Channel.TELEGRAM, "telegram:1") == []
+
+
+def _ids(count: int) -> list[uuid.UUID]:
+    return [uuid.uuid4() for _ in range(count)]
+
+
+def test_messages_to_one_destination_are_spaced_by_its_interval() -> None:
+    ids = _ids(3)
+    items = [PacedItem(i, [Pace("slack:C1", 1.0)]) for i in ids]
+
+    plan = plan_slots(items, {}, NOW, timedelta(seconds=5))
+
+    assert [plan.send_at[i] for i in ids] == [NOW + timedelta(seconds=s) for s in (0, 1, 2)]
+    assert plan.next_allowed_at == {"slack:C1": NOW + timedelta(seconds=3)}
+    assert not plan.deferred_until
+
+
+def test_slots_beyond_the_window_go_back_to_the_queue_without_taking_a_slot() -> None:
+    ids = _ids(4)
+    items = [PacedItem(i, [Pace("slack:C1", 1.0)]) for i in ids]
+
+    plan = plan_slots(items, {"slack:C1": NOW + timedelta(seconds=1)}, NOW, timedelta(seconds=2))
+
+    assert set(plan.send_at) == set(ids[:2])
+    assert plan.deferred_until == {
+        ids[2]: NOW + timedelta(seconds=3),
+        ids[3]: NOW + timedelta(seconds=4),
+    }
+    assert plan.next_allowed_at == {"slack:C1": NOW + timedelta(seconds=3)}
+
+
+def test_a_telegram_message_waits_for_both_its_chat_and_the_bot() -> None:
+    first, second = _ids(2)
+    chat = Pace("telegram:1", 1.0)
+    bot = Pace(TELEGRAM_BOT_KEY, 0.5)
+    items = [PacedItem(first, [chat, bot]), PacedItem(second, [Pace("telegram:2", 1.0), bot])]
+
+    plan = plan_slots(
+        items, {TELEGRAM_BOT_KEY: NOW + timedelta(seconds=0.25)}, NOW, timedelta(seconds=5)
+    )
+
+    assert plan.send_at[first] == NOW + timedelta(seconds=0.25)
+    assert plan.send_at[second] == NOW + timedelta(seconds=0.75)
 
 
 def _claimed(attempts: int = 1, key: str = "telegram:1") -> ClaimedDelivery:

@@ -1,4 +1,4 @@
-"""Alerts migrations on real PostgreSQL: they round-trip, seed their data, and match the models."""
+"""Migration 0001 on real PostgreSQL: it round-trips, seeds its data, and matches the models."""
 
 from __future__ import annotations
 
@@ -82,17 +82,3 @@ async def test_the_team_row_is_a_singleton(alerts_engine: AsyncEngine) -> None:
             await transaction.rollback()
 
     assert "ck_team_singleton" in message
-
-
-async def test_the_claim_function_downgrades_and_upgrades_again(
-    create_migrated_database: CreateDatabase,
-) -> None:
-    url = await create_migrated_database()
-    count = "SELECT count(*) FROM pg_proc WHERE proname = 'claim_due_deliveries'"
-
-    await asyncio.to_thread(downgrade, url, "0003")
-    without = await _scalar(url, count)
-    await asyncio.to_thread(migrate, url, "head")
-
-    assert without == 0
-    assert await _scalar(url, count) == 1

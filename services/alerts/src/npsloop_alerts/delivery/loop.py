@@ -2,10 +2,10 @@
 
 What is committed when
 ----------------------
-1. **Claim** (one statement, `claim_due_deliveries()`): up to `batch` due rows are locked with
-   `FOR UPDATE SKIP LOCKED` (replicas take disjoint rows), leased (`in_flight` until `now() +
-   lease`) and given send slots by their destinations' pace. Rows whose slot is beyond the
-   pacing window go back, uncounted. Committed before anything is sent.
+1. **Claim** (one transaction): up to `batch` due rows are locked with `FOR UPDATE SKIP LOCKED`
+   (replicas take disjoint rows), leased (`in_flight` until `now() + lease`) and given send
+   slots by their destinations' pace. Rows whose slot is beyond the pacing window go back,
+   uncounted. Committed before anything is sent.
 2. **Send**: each claimed delivery waits for its slot, then renders and sends in its own task
    (at most `max_in_flight` per process).
 3. **Record** (group commit): finished attempts are written together, one statement per batch
@@ -32,7 +32,7 @@ import enum
 import logging
 import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
 
@@ -42,15 +42,18 @@ from npsloop_alerts.delivery.dispatch import Dispatcher
 from npsloop_alerts.delivery.listener import NotifyListener
 from npsloop_alerts.delivery.metrics import DeliveryMetrics
 from npsloop_alerts.delivery.models import DeliveryPurpose
-from npsloop_alerts.delivery.pacing import PacingPolicy
+from npsloop_alerts.delivery.pacing import PacedItem, PacingPolicy, plan_slots
 from npsloop_alerts.delivery.repository import (
     NOTIFY_CHANNEL,
+    AttemptRow,
+    ClaimedRow,
     DeliveryRepository,
 )
 from npsloop_alerts.delivery.settings import DeliverySettings
 from npsloop_alerts.delivery.settle import Settlement, settle
 from npsloop_alerts.delivery.work import ClaimedDelivery, SendOutcome, Verdict
 from npsloop_alerts.lifecycle import BackgroundLoop
+from npsloop_alerts.routing.rules import Channel
 from npsloop_shared.driver_db import DRIVER_ERRORS, DriverPool
 
 log = logging.getLogger(__name__)
@@ -194,20 +197,79 @@ class DeliveryLoop(BackgroundLoop):
                 await self._idle(await self._next_wait(next_due_in))
 
     async def _claim(self, limit: int) -> tuple[list[ClaimedDelivery], float | Unknown | None]:
-        """The deliveries to send now (each with its delay until its pace slot), and seconds
-        until the next one left waiting falls due (None: none waits), which the claim knows
-        only when it found something."""
-        # One statement, atomic by itself: no BEGIN/COMMIT round trips (see migration 0004).
-        async with self._database.connection() as connection:
-            claimed = await DeliveryRepository(connection).claim_due(
-                limit, uuid.uuid4(), self._config.lease_seconds, self._config.pacing
+        """The deliveries to send now, and seconds until the next one left waiting falls due
+        (None: none waits), which the claim knows only when it found something."""
+        token = uuid.uuid4()
+        async with self._database.transaction() as connection:
+            repository = DeliveryRepository(connection)
+            claimed = await repository.claim_due(limit, token, self._config.lease_seconds)
+            if not claimed.rows:
+                return [], UNKNOWN
+            await self._note_lease_expiries(repository, claimed.rows)
+            deliveries, deferred_for = await self._pace(
+                repository, [row.delivery for row in claimed.rows], token
             )
-        if not claimed.rows:
-            return [], UNKNOWN
-        expired = sum(1 for row in claimed.rows if row.lease_expired)
-        if expired:
-            self._metrics.lease_expired.inc(expired)
-        return claimed.to_send, claimed.next_due_in
+        waits = [w for w in (claimed.next_due_in, deferred_for) if w is not None]
+        return deliveries, min(waits, default=None)
+
+    async def _note_lease_expiries(
+        self, repository: DeliveryRepository, rows: Sequence[ClaimedRow]
+    ) -> None:
+        expired = [row.delivery for row in rows if row.lease_expired]
+        if not expired:
+            return
+        now = datetime.now(UTC)
+        await repository.add_attempts(
+            [
+                AttemptRow(
+                    delivery_id=d.id,
+                    number=d.attempts - 1,
+                    operation=d.operation.value,
+                    outcome="lease_expired",
+                    started_at=now,
+                    latency_ms=None,
+                    vendor_status=None,
+                    error_class="LeaseExpired",
+                    error_reason="lease_expired",
+                    error_message="the previous holder stopped before recording the outcome",
+                    retry_after=None,
+                    rendered_revision=None,
+                )
+                for d in expired
+            ]
+        )
+        self._metrics.lease_expired.inc(len(expired))
+
+    async def _pace(
+        self, repository: DeliveryRepository, deliveries: list[ClaimedDelivery], token: uuid.UUID
+    ) -> tuple[list[ClaimedDelivery], float | None]:
+        """The deliveries to send (each with its delay until its pace slot), and seconds until
+        the first of those given back for a later slot falls due (None: none was)."""
+        pacing = self._config.pacing
+        items = [
+            PacedItem(d.id, pacing.paces(Channel(d.channel), d.destination_key))
+            for d in deliveries
+            if not d.destination_disabled
+        ]
+        keys = [pace.key for item in items for pace in item.paces]
+        states, db_now = await repository.lock_destinations(keys)
+        if db_now is None:
+            return deliveries, None
+        plan = plan_slots(items, states, db_now, pacing.window)
+        await repository.advance_destinations(plan.next_allowed_at)
+        await repository.defer(token, plan.deferred_until)
+        paced = []
+        for delivery in deliveries:
+            if delivery.id in plan.deferred_until:
+                continue
+            slot = plan.send_at.get(delivery.id)
+            delay = (slot - db_now).total_seconds() if slot is not None else 0.0
+            paced.append(replace(delivery, send_delay=max(delay, 0.0)))
+        deferred_for = min(
+            ((until - db_now).total_seconds() for until in plan.deferred_until.values()),
+            default=None,
+        )
+        return paced, deferred_for
 
     async def _next_wait(self, due_in: float | Unknown | None) -> float:
         """Sleep until the next delivery falls due, at most the poll interval."""

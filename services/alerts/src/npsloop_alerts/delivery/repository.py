@@ -1,12 +1,11 @@
-"""Delivery queue queries. Nothing here opens or commits a transaction: the loop decides.
+"""Delivery queue queries. Nothing here commits: the loop's claim and record steps do.
 
-Claiming is one statement, a call of `claim_due_deliveries()` (migration 0004): lock due rows
-with `FOR UPDATE SKIP LOCKED` (several replicas take disjoint batches), lease them (`status =
-in_flight`, `next_attempt_at = now() + lease`), pace them against their destinations' limits,
-and read everything the messages need, and when the next delivery left behind falls due.
-Recording is one statement for a whole batch of outcomes, their attempts and the failure runs
-they end (arrays through `unnest`), guarded by the claim token so a result that arrives after
-its lease was taken over cannot overwrite the newer claim.
+Claiming is one statement: lock due rows with `FOR UPDATE SKIP LOCKED` (several replicas take
+disjoint batches), lease them (`status = in_flight`, `next_attempt_at = now() + lease`) and read
+everything the messages need, and when the next delivery left behind falls due. Recording is
+one statement for a whole batch of outcomes, their attempts and the failure runs they end (arrays
+through `unnest`), guarded by the claim token so a result that arrives after its lease was taken
+over cannot overwrite the newer claim.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.types import Boolean, DateTime, Float, Integer, String
 
-from npsloop_alerts.delivery.pacing import TELEGRAM_BOT_KEY, PacingPolicy
 from npsloop_alerts.delivery.work import AlertContent, ClaimedDelivery
 from npsloop_shared.driver_db import DriverSql
 
@@ -35,28 +33,66 @@ _INTS = ARRAY(Integer)
 _BOOLS = ARRAY(Boolean)
 _TIMES = ARRAY(DateTime(timezone=True))
 
-# One round trip: the claim, its lease-expiry attempts and its pacing (migration 0004 holds the
-# function and says what it does, step by step).
 _CLAIM = DriverSql(
     text(
         """
-    SELECT * FROM claim_due_deliveries(
-        :limit, :token, :lease, :window, :slack_interval, :telegram_chat_interval,
-        :telegram_bot_interval, :telegram_bot_key, :email_interval, :webhook_interval)
+    WITH due AS (
+        SELECT id, status AS previous_status FROM deliveries
+        WHERE status IN ('pending', 'in_flight') AND next_attempt_at <= now()
+        ORDER BY next_attempt_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE deliveries AS d SET
+            status = 'in_flight',
+            attempts = d.attempts + 1,
+            claim_token = :token,
+            next_attempt_at = now() + make_interval(secs => :lease),
+            updated_at = now()
+        FROM due WHERE d.id = due.id
+        RETURNING d.id, d.alert_id, d.purpose, d.recipient_id, d.recipient_name, d.locale,
+            d.timezone, d.channel, d.destination, d.destination_key, d.attempts,
+            d.external_ref, d.editable, d.details, due.previous_status
+    )
+    SELECT c.*, a.revision, a.bucket, a.score, a.comment, a.account_id, a.account_name,
+        a.segment, a.touchpoint, a.kind, a.respondent, a.submitted_at, a.acknowledge_due_at,
+        (dd.disabled_at IS NOT NULL) AS destination_disabled,
+        -- When the loop should look again: the next delivery left behind (the ones claimed
+        -- here were due, so not after now() in this statement's snapshot). Saves a query.
+        (SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM deliveries
+         WHERE status IN ('pending', 'in_flight') AND next_attempt_at > now()) AS next_due_in
+    FROM claimed AS c
+    JOIN alerts AS a ON a.id = c.alert_id
+    LEFT JOIN delivery_destinations AS dd ON dd.key = c.destination_key
     """
     ).bindparams(
         bindparam("token", type_=UUID(as_uuid=True)),
         bindparam("lease", type_=Float),
-        bindparam("window", type_=Float),
-        bindparam("slack_interval", type_=Float),
-        bindparam("telegram_chat_interval", type_=Float),
-        bindparam("telegram_bot_interval", type_=Float),
-        bindparam("email_interval", type_=Float),
-        bindparam("webhook_interval", type_=Float),
     )
 )
 
-# Gives claimed rows back to the queue (a stopping loop's unstarted sends), no attempt counted.
+# Ensures a row per paced destination and locks them (in key order: no deadlock between
+# replicas); DO UPDATE is what makes existing rows come back locked too.
+_LOCK_DESTINATIONS = DriverSql(
+    text(
+        """
+    INSERT INTO delivery_destinations AS dd (key)
+    SELECT key FROM unnest(:keys) AS key ORDER BY key
+    ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+    RETURNING dd.key, greatest(dd.next_allowed_at, now()) AS next_allowed_at, now() AS db_now
+    """
+    ).bindparams(bindparam("keys", type_=_TEXTS))
+)
+
+_ADVANCE_DESTINATIONS = DriverSql(
+    text(
+        """
+    UPDATE delivery_destinations AS dd SET next_allowed_at = v.at, updated_at = now()
+    FROM unnest(:keys, :ats) AS v(key, at) WHERE dd.key = v.key
+    """
+    ).bindparams(bindparam("keys", type_=_TEXTS), bindparam("ats", type_=_TIMES))
+)
+
 _DEFER = DriverSql(
     text(
         """
@@ -73,7 +109,7 @@ _DEFER = DriverSql(
     )
 )
 
-# The attempts part of `_RECORD` (lease expiries are noted by the claim function itself).
+# Attempts are inserted alone (leases found expired) or as part of `_RECORD`.
 _INSERT_ATTEMPTS_SQL = """
     INSERT INTO delivery_attempts (
         delivery_id, number, operation, outcome, started_at, latency_ms, vendor_status,
@@ -96,6 +132,7 @@ _ATTEMPT_PARAMS = (
     bindparam("a_retry_afters", type_=_FLOATS),
     bindparam("a_rendered", type_=_INTS),
 )
+_INSERT_ATTEMPTS = DriverSql(text(_INSERT_ATTEMPTS_SQL).bindparams(*_ATTEMPT_PARAMS))
 
 # The usual outcome write, in one statement (one round trip, one parse): each outcome's row,
 # its attempt, and the failure runs its successes end. The three parts touch different rows and
@@ -247,21 +284,16 @@ _DEAD_COUNT = DriverSql(text("SELECT count(*) FROM deliveries WHERE status = 'de
 
 @dataclass(frozen=True, slots=True)
 class ClaimedRow:
-    delivery: ClaimedDelivery  # `send_delay`: how long until its pace slot
+    delivery: ClaimedDelivery
     lease_expired: bool  # it was in flight when claimed: the previous holder died mid-send
-    given_back: bool  # its pace slot was beyond the window: back in the queue, due at the slot
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
     rows: list[ClaimedRow]
-    # Seconds until the next delivery not sent now falls due (given back ones included), None
-    # when none waits; read by the same statement, so known only when it claimed something.
+    # Seconds until the next delivery not claimed falls due, None when none waits; read by the
+    # same statement, so known only when it claimed something (`rows` not empty).
     next_due_in: float | None
-
-    @property
-    def to_send(self) -> list[ClaimedDelivery]:
-        return [row.delivery for row in self.rows if not row.given_back]
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,29 +343,31 @@ class DeliveryRepository:
     def __init__(self, connection: Any) -> None:
         self.connection = connection
 
-    async def claim_due(
-        self, limit: int, token: uuid.UUID, lease_seconds: float, pacing: PacingPolicy
-    ) -> Claimed:
-        """Lease up to `limit` due deliveries to `token` and pace them (one statement, atomic
-        by itself: call it outside a transaction to keep the claim one round trip)."""
-        params = {
-            "limit": limit,
-            "token": token,
-            "lease": lease_seconds,
-            "window": pacing.window,
-            "slack_interval": pacing.slack_interval,
-            "telegram_chat_interval": pacing.telegram_chat_interval,
-            "telegram_bot_interval": pacing.telegram_bot_interval,
-            "telegram_bot_key": TELEGRAM_BOT_KEY,
-            "email_interval": pacing.email_interval,
-            "webhook_interval": pacing.webhook_interval,
-        }
+    async def claim_due(self, limit: int, token: uuid.UUID, lease_seconds: float) -> Claimed:
+        params = {"limit": limit, "token": token, "lease": lease_seconds}
         rows = await _CLAIM.fetch(self.connection, params)
         next_due_in = rows[0]["next_due_in"] if rows else None
         return Claimed(
             [_claimed(row, token) for row in rows],
             None if next_due_in is None else float(next_due_in),
         )
+
+    async def lock_destinations(
+        self, keys: Sequence[str]
+    ) -> tuple[dict[str, datetime], datetime | None]:
+        """Lock paced destinations; returns each one's next free slot and the database's now."""
+        if not keys:
+            return {}, None
+        rows = await _LOCK_DESTINATIONS.fetch(self.connection, {"keys": sorted(set(keys))})
+        db_now = rows[0]["db_now"] if rows else None
+        return {row["key"]: row["next_allowed_at"] for row in rows}, db_now
+
+    async def advance_destinations(self, next_allowed: Mapping[str, datetime]) -> None:
+        if next_allowed:
+            keys = sorted(next_allowed)
+            await _ADVANCE_DESTINATIONS.execute(
+                self.connection, {"keys": keys, "ats": [next_allowed[k] for k in keys]}
+            )
 
     async def defer(self, token: uuid.UUID, until: Mapping[uuid.UUID, datetime]) -> None:
         """Give back claimed rows whose pace slot is too far away (no attempt counted)."""
@@ -375,6 +409,10 @@ class DeliveryRepository:
                 "reset_keys": sorted(reset_keys),
             },
         )
+
+    async def add_attempts(self, attempts: Sequence[AttemptRow]) -> None:
+        if attempts:
+            await _INSERT_ATTEMPTS.execute(self.connection, _attempt_params(attempts))
 
     async def count_failures(self, counts: Mapping[str, int]) -> dict[str, tuple[int, bool]]:
         """Add permanent failures; returns each key's run length and whether it is disabled."""
@@ -463,11 +501,8 @@ def _claimed(row: Mapping[str, Any], token: uuid.UUID) -> ClaimedRow:
         details=row["details"],
         destination_disabled=row["destination_disabled"],
         alert=alert,
-        send_delay=max(float(row["send_delay"]), 0.0),
     )
-    return ClaimedRow(
-        delivery=delivery, lease_expired=row["lease_expired"], given_back=row["given_back"]
-    )
+    return ClaimedRow(delivery=delivery, lease_expired=row["previous_status"] == "in_flight")
 
 
 def _attempt_params(attempts: Sequence[AttemptRow]) -> dict[str, list[Any]]:
