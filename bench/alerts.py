@@ -621,23 +621,39 @@ async def latency_phase(
     env = alerts_env(args, infra, receivers, lifted=False)
     results: list[LatencyResult] = []
     async with alerts_replicas(args.replicas, env, infra.workdir, "latency"):
-        warm = Posted()
         print(f"warm-up: {args.warmup:g} s at {args.rate:g} responses/s …", flush=True)
-        await post_steadily(
-            ingest_url,
-            rate=args.rate,
-            duration=args.warmup,
-            accounts=args.accounts,
-            posted=warm,
-            prefix="warm",
+        await post_and_drain(
+            args, receivers, ingest_url, Posted(), "warm", duration=args.warmup, quiet_for=60
         )
-        await drain(receivers, len(warm.accepted) * len(CHANNELS), 60)
         for run in range(1, args.runs + 1):
             # Destinations the previous posting used must be past their pace slot (1 message/s);
             # more than a few seconds would only make a slow --rate wait for nothing.
             await asyncio.sleep(min(max(2.0, args.accounts / args.rate), PACE_SETTLE_MAX_SECONDS))
             results.append(await measured_run(args, infra, receivers, ingest_url, run))
     return results
+
+
+async def post_and_drain(
+    args: argparse.Namespace,
+    receivers: Receivers,
+    ingest_url: str,
+    posted: Posted,
+    prefix: str,
+    *,
+    duration: float,
+    quiet_for: float,
+) -> None:
+    """Post at `args.rate` for `duration`, then wait for every message of what was accepted
+    (giving up after `quiet_for` seconds without a new arrival)."""
+    await post_steadily(
+        ingest_url,
+        rate=args.rate,
+        duration=duration,
+        accounts=args.accounts,
+        posted=posted,
+        prefix=prefix,
+    )
+    await drain(receivers, len(posted.accepted) * len(CHANNELS), quiet_for)
 
 
 @contextmanager
@@ -667,15 +683,15 @@ async def measured_run(
     cpu_before, wall_before = cpu_seconds_by_role(), time.perf_counter()
     prefix = f"lat{run}"
     with collector_paused():
-        await post_steadily(
+        await post_and_drain(
+            args,
+            receivers,
             ingest_url,
-            rate=args.rate,
+            posted,
+            prefix,
             duration=args.duration,
-            accounts=args.accounts,
-            posted=posted,
-            prefix=prefix,
+            quiet_for=args.drain,
         )
-        await drain(receivers, len(posted.accepted) * len(CHANNELS), args.drain)
     cpu = cpu_used(cpu_before, cpu_seconds_by_role())
     wall = time.perf_counter() - wall_before
     result = latency_result(posted, receivers)
