@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from aiokafka.errors import KafkaError
 from pythonjsonlogger.json import JsonFormatter
 
 
@@ -25,6 +26,20 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # aiokafka logs every reconnect attempt at ERROR with a traceback; keep it to warnings.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    coordinator_log = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if demote_retried_coordinator_errors not in coordinator_log.filters:
+        coordinator_log.addFilter(demote_retried_coordinator_errors)
+
+
+def demote_retried_coordinator_errors(record: logging.LogRecord) -> bool:
+    """aiokafka logs "Group Coordinator Request failed" at ERROR even when it retries by itself,
+    as it does on every fresh broker until the group coordinator has loaded. A retriable error
+    becomes INFO; one it gives up on stays ERROR. Lasting trouble shows in readiness and lag."""
+    if record.levelno == logging.ERROR and record.args and isinstance(record.args, tuple):
+        error = record.args[0]
+        if isinstance(error, KafkaError) and error.retriable:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
 
 
 def _drop_terminal_colours(record: logging.LogRecord) -> bool:
