@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from npsloop_alerts.__main__ import main
+from npsloop_alerts.directory.importer import ACCOUNT_COLUMNS, PEOPLE_COLUMNS
 from npsloop_alerts.directory.models import Account, OutboxMessage, Person
 from tests.alerts.conftest import CreateDatabase
 
@@ -150,3 +152,29 @@ async def test_an_unreachable_database_exits_4(tmp_path: Path) -> None:
 
     assert run.code == 4
     assert "database error, nothing applied" in run.stderr
+
+
+def test_import_help_names_every_column_the_importer_accepts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", "--help"])
+
+    assert exit_info.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())  # unwrap the column lists
+    for column in (*PEOPLE_COLUMNS, *ACCOUNT_COLUMNS, "attr.<key>"):
+        assert f" {column}," in shown or f" {column} " in shown, column
+    assert "exit codes: 0 all applied; 1 rows rejected, nothing applied" in shown
+
+
+def test_redrive_help_says_what_a_redrive_does_and_how_to_find_dead_deliveries(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["redrive", "--help"])
+
+    assert exit_info.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "attempts are reset" in shown
+    assert "GET /v1/deliveries?status=dead" in shown
+    assert "--all-dead --channel telegram" in shown

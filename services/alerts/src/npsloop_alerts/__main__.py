@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
@@ -21,7 +22,14 @@ from typing import Final, TextIO
 from sqlalchemy.exc import SQLAlchemyError
 
 from npsloop_alerts.delivery.cli import add_redrive_command
-from npsloop_alerts.directory.importer import CsvFileError, ImportKind, ImportReport, import_csv
+from npsloop_alerts.directory.importer import (
+    ACCOUNT_COLUMNS,
+    PEOPLE_COLUMNS,
+    CsvFileError,
+    ImportKind,
+    ImportReport,
+    import_csv,
+)
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.db import create_engine, create_sessionmaker, session_scope
 from npsloop_shared.logging import configure_logging
@@ -36,11 +44,40 @@ MAX_LISTED_REJECTIONS: Final = 200
 Command = Callable[[argparse.Namespace, AlertsSettings], int]
 
 
+def _wrapped(columns: Sequence[str]) -> str:
+    return "\n             ".join(textwrap.wrap(", ".join(columns), width=80))
+
+
+IMPORT_DESCRIPTION: Final = f"""\
+Upsert every row of a CSV file into the directory, in one transaction: a row the import
+accepts is one `PUT /v1/people/{{id}}` or `/v1/accounts/{{id}}` would accept, importing the
+same file again changes nothing, and every account change is published on npsloop.accounts.v1.
+If any row is invalid, nothing is applied and each rejected row is listed with its line number
+and reasons (or, with --skip-invalid, the valid rows are applied and the others listed).
+
+columns (the header row names them, in any order; an empty cell means "not set"):
+  people:    {_wrapped(PEOPLE_COLUMNS)}
+  accounts:  {_wrapped((*ACCOUNT_COLUMNS, "attr.<key> (free-form attributes)"))}
+
+example:
+  npsloop-alerts import people people.csv
+  npsloop-alerts import accounts accounts.csv --skip-invalid
+
+exit codes: 0 all applied; 1 rows rejected, nothing applied; 2 usage or unreadable file;
+3 applied, but rows were skipped (--skip-invalid); 4 database unavailable or failed
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="npsloop-alerts",
         description="npsloop alerts: routes NPS responses to account owners.",
-        epilog="Without a command, `serve` runs.",
+        epilog=(
+            "Without a command, `serve` runs. Every command reads its configuration from "
+            "NPSLOOP_* environment variables (NPSLOOP_DATABASE_URL, "
+            "NPSLOOP_KAFKA_BOOTSTRAP_SERVERS, ...; see the README). "
+            "`npsloop-alerts COMMAND --help` describes each command."
+        ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -54,10 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=_migrate)
 
     importer = commands.add_parser(
-        "import", help="bulk upsert people or accounts from CSV (all or nothing)"
+        "import",
+        help="bulk upsert people or accounts from CSV (all or nothing)",
+        description=IMPORT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    importer.add_argument("kind", choices=[kind.value for kind in ImportKind])
-    importer.add_argument("file", type=Path, help="CSV with a header row")
+    importer.add_argument(
+        "kind", choices=[kind.value for kind in ImportKind], help="what the file lists"
+    )
+    importer.add_argument(
+        "file", type=Path, help="CSV file (UTF-8, a header row naming the columns)"
+    )
     importer.add_argument(
         "--skip-invalid",
         action="store_true",

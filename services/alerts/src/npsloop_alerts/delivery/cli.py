@@ -24,6 +24,19 @@ from npsloop_alerts.routing.rules import Channel
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.db import create_engine, create_sessionmaker, session_scope
 
+REDRIVE_DESCRIPTION: Final = """\
+Put dead deliveries back in the queue, in one transaction: each one's attempts are reset, it is
+due now, and its destination is enabled again if it had been disabled. The delivery loop of any
+running `npsloop-alerts serve` sends them.
+
+example:
+  npsloop-alerts redrive 0b6f4c1e-9d2a-5f3b-8c7d-1e2f3a4b5c6d
+  npsloop-alerts redrive --all-dead --channel telegram
+
+exit codes: 0 every requested delivery was re-driven; 1 some were not (unknown, or not dead:
+listed); 2 usage; 4 database unavailable
+"""
+
 EXIT_OK: Final = 0
 EXIT_NOT_ALL: Final = 1
 EXIT_USAGE: Final = 2
@@ -32,12 +45,27 @@ EXIT_DATABASE: Final = 4
 
 def add_redrive_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "redrive", help="re-drive dead deliveries (by id, or every dead one matching filters)"
+        "redrive",
+        help="re-drive dead deliveries (by id, or every dead one matching filters)",
+        description=REDRIVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("ids", nargs="*", type=uuid.UUID, metavar="DELIVERY_ID")
+    parser.add_argument(
+        "ids",
+        nargs="*",
+        type=uuid.UUID,
+        metavar="DELIVERY_ID",
+        help="deliveries to re-drive (GET /v1/deliveries?status=dead lists them)",
+    )
     parser.add_argument("--all-dead", action="store_true", help="every dead delivery (filtered)")
-    parser.add_argument("--channel", choices=[channel.value for channel in Channel])
-    parser.add_argument("--alert", type=uuid.UUID, metavar="ALERT_ID")
+    parser.add_argument(
+        "--channel",
+        choices=[channel.value for channel in Channel],
+        help="with --all-dead: only this channel",
+    )
+    parser.add_argument(
+        "--alert", type=uuid.UUID, metavar="ALERT_ID", help="with --all-dead: only this alert's"
+    )
     parser.add_argument("--limit", type=int, default=1000, help="at most this many (--all-dead)")
     parser.set_defaults(handler=run_redrive_command)
 
