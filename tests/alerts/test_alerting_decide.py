@@ -402,3 +402,61 @@ async def test_a_large_poll_is_written_exactly_and_its_events_keep_their_order(
         for row in await rows(session, "SELECT headers FROM alert_outbox ORDER BY id")
     ]
     assert subjects == [str(alert_id_for("api", event.response_id)) for event in scores_only]
+
+
+async def _deliveries_read(session: AsyncSession) -> int:
+    """Rows of `deliveries` this transaction has read so far, by scans and index fetches."""
+    (counts,) = await rows(
+        session,
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) AS n"
+        " FROM pg_stat_xact_user_tables WHERE relname = 'deliveries'",
+    )
+    return int(counts["n"])
+
+
+async def _many_alerts(decider: AlertDecider, repository: AlertRepository, count: int) -> None:
+    """`count` new alerts, decided the way a busy consumer does: small polls first (PostgreSQL
+    caches a generic plan after a few), then large ones, the table outgrowing its statistics."""
+    for _ in range(8):
+        await decider.decide(repository, (event := response()).event_id, event)
+    many = [response() for _ in range(count - 8)]
+    await decider.decide_many(repository, [(event.event_id, event) for event in many])
+
+
+@pytest.mark.usefixtures("directory")
+async def test_deciding_new_responses_reads_no_deliveries_however_many_there_are(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    repository = AlertRepository(await driver_connection(session))
+    await _many_alerts(decider, repository, 600)
+    before = await _deliveries_read(session)
+
+    for _ in range(3):
+        result = await decider.decide(repository, (event := response()).event_id, event)
+        assert result.outcome is DecideOutcome.CREATED
+
+    assert await _deliveries_read(session) - before < 10  # not the 1,800 there are
+
+
+@pytest.mark.usefixtures("directory")
+async def test_a_revision_reads_only_its_own_alerts_deliveries_however_many_there_are(
+    decider: AlertDecider, session: AsyncSession
+) -> None:
+    # The revision part of the decide statement once joined every delivery with the poll's
+    # updated alerts: a scan on every poll that holds a revision, growing with the table.
+    repository = AlertRepository(await driver_connection(session))
+    first = response(comment=None)
+    await decider.decide(repository, first.event_id, first)
+    await _many_alerts(decider, repository, 600)
+    assert len(await rows(session, "SELECT id FROM deliveries")) == 3 * 601
+    before = await _deliveries_read(session)
+
+    comment = response(response_id=first.response_id, revision=1, comment="Still waiting.")
+    new = response()
+    results = await decider.decide_many(
+        repository, [(comment.event_id, comment), (new.event_id, new)]
+    )
+
+    assert [r.outcome for r in results] == [DecideOutcome.UPDATED, DecideOutcome.CREATED]
+    assert not (await deliveries(session, first))["email"]["awaiting_comment"]
+    assert await _deliveries_read(session) - before <= 10  # its own three, not all 1,800

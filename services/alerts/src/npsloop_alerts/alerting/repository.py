@@ -117,6 +117,13 @@ _DECIDE = DriverSql(
         FROM e JOIN upserted AS u ON u.id = e.id AND NOT u.created
         WHERE deliveries.alert_id = e.id AND deliveries.purpose = 'alert'
             AND deliveries.content_revision < e.revision
+            -- Most polls update no alert. Without these two conditions, a planner that
+            -- believes `deliveries` small (its statistics lag a table that grows fast, as on a
+            -- fresh install) scans every delivery on every poll: a cost that grows with the
+            -- table. The EXISTS is a one-time filter that skips this update when no alert was
+            -- updated, and the id list makes the updated alerts' deliveries an index lookup.
+            AND deliveries.alert_id = ANY (ARRAY(SELECT id FROM upserted WHERE NOT created))
+            AND EXISTS (SELECT FROM upserted WHERE NOT created)
         RETURNING deliveries.status, deliveries.next_attempt_at
     ), created_per_alert AS (
         SELECT alert_id, count(*) AS n FROM inserted GROUP BY alert_id
