@@ -154,14 +154,19 @@ async def test_an_unreachable_database_exits_4(tmp_path: Path) -> None:
     assert "database error, nothing applied" in run.stderr
 
 
+def _help(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    """`npsloop-alerts COMMAND --help` as one line (argparse wraps it), after a clean exit."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
 def test_import_help_names_every_column_the_importer_accepts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["import", "--help"])
+    shown = _help(capsys, "import")
 
-    assert exit_info.value.code == 0
-    shown = " ".join(capsys.readouterr().out.split())  # unwrap the column lists
     for column in (*PEOPLE_COLUMNS, *ACCOUNT_COLUMNS, "attr.<key>"):
         assert f" {column}," in shown or f" {column} " in shown, column
     assert "exit codes: 0 all applied; 1 rows rejected, nothing applied" in shown
@@ -170,11 +175,8 @@ def test_import_help_names_every_column_the_importer_accepts(
 def test_redrive_help_says_what_a_redrive_does_and_how_to_find_dead_deliveries(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["redrive", "--help"])
+    shown = _help(capsys, "redrive")
 
-    assert exit_info.value.code == 0
-    shown = " ".join(capsys.readouterr().out.split())
     assert "attempts are reset" in shown
     assert "GET /v1/deliveries?status=dead" in shown
     assert "--all-dead --channel telegram" in shown
