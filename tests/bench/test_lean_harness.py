@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
+import httpx
 import orjson
 import pytest
 
@@ -21,7 +23,9 @@ from bench.alerts import (
     Posted,
     broker_env,
     collector_paused,
+    drain,
     post_steadily,
+    start_receivers,
 )
 from bench.poster import JsonPoster, PostFailed, parse_head
 from bench.smtp_sink import SmtpSink
@@ -364,3 +368,40 @@ def test_the_bench_broker_runs_both_jit_compilers_unless_told_otherwise(
 
     monkeypatch.setenv("NPSLOOP_KAFKA_JVM_OPTS", "-Xmx1g")
     assert "NPSLOOP_KAFKA_JVM_OPTS" not in broker_env()  # the caller's flags reach the script
+
+
+# --- draining -------------------------------------------------------------------------------
+
+
+async def test_drain_parses_the_receivers_requests_only_once_enough_have_arrived() -> None:
+    # Parsing a whole run's requests at once stalls the receivers, and so the stamping of the
+    # messages still arriving: drain watches a cheap count and parses at the end.
+    receivers = await start_receivers()
+    alert_ids = [str(uuid.uuid4()) for _ in range(2)]
+    try:
+        async with httpx.AsyncClient(base_url=receivers.slack.url) as slack:
+
+            async def post(alert_id: str) -> None:
+                answer = await slack.post(
+                    "/api/chat.postMessage",
+                    headers={"Authorization": f"Bearer {receivers.slack.bot_token}"},
+                    json={"channel": f"C{alert_id[:8].upper()}", "text": f"Alert {alert_id}"},
+                )
+                assert answer.json()["ok"], answer.text
+
+            waiting = asyncio.create_task(drain(receivers, expected=2, stall=10))
+            await post(alert_ids[0])
+            await asyncio.sleep(0.6)  # a few of drain's polls
+
+            assert not waiting.done()
+            assert receivers.received() == 1
+            assert receivers.arrivals.total == 0  # taken, not parsed yet
+
+            await post(alert_ids[1])
+            await asyncio.wait_for(waiting, 5)
+    finally:
+        await receivers.slack.stop()
+        await receivers.telegram.stop()
+        receivers.smtp.close()
+
+    assert sorted(receivers.arrivals.times) == sorted((a, "slack") for a in alert_ids)
