@@ -523,7 +523,9 @@ async def test_commits_after_polls_are_spaced_by_the_interval_and_stop_commits_t
     group = f"{unique_name}-group"
     await produce(kafka_bootstrap, topic, [b'{"n": 0}'])
     handler = RecordingHandler()
-    spaced = dataclasses.replace(FAST_TUNING, commit_interval_s=3600)
+    # Longer than any machine's uptime: the monotonic clock starts near boot, so a first commit
+    # timed from 0.0 instead of "never" waited for up to an interval on a young machine.
+    spaced = dataclasses.replace(FAST_TUNING, commit_interval_s=1e9)
     async with new_consumer(kafka_bootstrap, topic, group, handler, tuning=spaced):
         # The first poll's commit is due at once; then the interval has not passed.
         await committed_to_be(kafka_bootstrap, group, {0: 1})

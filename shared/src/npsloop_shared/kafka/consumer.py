@@ -277,8 +277,10 @@ class KafkaEventConsumer:
         self._generation = 0
         self._committable: dict[TopicPartition, int] = {}
         self._next_offsets: dict[TopicPartition, int] = {}
-        self._lag_refreshed_at = 0.0
-        self._committed_at = 0.0  # monotonic time of the last commit after a poll
+        # Monotonic times, and that clock starts near boot: 0.0 would read "a moment ago" on a
+        # machine up for less than an interval, and hold the first commit back until then.
+        self._lag_refreshed_at = float("-inf")
+        self._committed_at = float("-inf")  # the last commit after a poll
 
     # --- lifecycle ----------------------------------------------------------------------------
 
