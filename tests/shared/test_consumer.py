@@ -516,6 +516,35 @@ async def test_a_failed_batch_is_handled_one_at_a_time_and_its_poison_dead_lette
     assert [record.value for record in dead] == [b"poison"]
 
 
+async def test_a_lingering_fetch_hands_a_trickle_of_records_over_in_one_poll(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    topic = await topic_with_dlq(kafka_bootstrap, unique_name)
+    group = f"{unique_name}-group"
+    await produce(kafka_bootstrap, topic, [b'{"n": 0}'])
+    handler, batch_handler = RecordingHandler(), RecordingBatchHandler()
+    # The broker holds each fetch for 3 s unless 1 MiB gathers first, which three small
+    # records produced 100 ms apart never do.
+    lingering = dataclasses.replace(FAST_TUNING, fetch_min_bytes=1 << 20, fetch_max_wait_ms=3000)
+    consumer = new_consumer(
+        kafka_bootstrap, topic, group, handler, batch_handler=batch_handler, tuning=lingering
+    )
+    async with consumer:
+        await committed_to_be(kafka_bootstrap, group, {0: 1})
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+        await producer.start()
+        try:
+            for n in (1, 2, 3):
+                await producer.send_and_wait(topic, f'{{"n": {n}}}'.encode(), key=b"acct-1")
+                await asyncio.sleep(0.1)
+        finally:
+            await producer.stop()
+        await committed_to_be(kafka_bootstrap, group, {0: 4})
+
+    assert handler.offsets() == [0]  # the first poll held only the record produced before it
+    assert [[record.offset for record in batch] for batch in batch_handler.batches] == [[1, 2, 3]]
+
+
 async def test_commits_after_polls_are_spaced_by_the_interval_and_stop_commits_the_rest(
     kafka_bootstrap: str, unique_name: str
 ) -> None:

@@ -128,6 +128,7 @@ def alerting_components(
             handler=handler,
             batch_handler=handler.handle_batch,
             client_id=f"{settings.kafka_client_id}-alerts-{number}",
+            tuning=settings.consumer_tuning(),
         )
         for number in range(settings.alerts_consumer_instances)
     ]
