@@ -26,8 +26,8 @@ class AlertingSettings(NpsloopSettings):
     # first. Each poll costs a decide transaction and a delivery claim whatever its size, so
     # a steady stream answered record by record spends most of its CPU on rounds, not on
     # responses: at 200/s, 40 ms cut the alerts processes' CPU per response from ~4.5 to
-    # ~3.2 ms and PostgreSQL's from ~1.9 to ~1.2 ms (`make bench-alerts`), for ~20 ms more
-    # latency on average. 0 answers every record at once (and polls every 500 ms when idle).
+    # ~3.2 ms and PostgreSQL's from ~1.9 to ~1.2 ms (`bench/alerts.py`, README), for ~20 ms
+    # more latency on average. 0 answers every record at once (and polls every 500 ms when idle).
     alerts_fetch_linger_ms: Annotated[int, Field(ge=0, le=500)] = 40
     alerts_responses_topic: str = RESPONSES_TOPIC
     alerts_events_topic: str = ALERTS_TOPIC
