@@ -73,7 +73,9 @@ async def produce(
     key: bytes = b"acct-1",
     headers: Headers | None = None,
     partition: int | None = None,
+    spacing_s: float = 0.0,
 ) -> None:
+    """Each value acknowledged before the next is sent, `spacing_s` after it."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     try:
@@ -81,6 +83,8 @@ async def produce(
             await producer.send_and_wait(
                 topic, value, key=key, headers=headers or [], partition=partition
             )
+            if spacing_s:
+                await asyncio.sleep(spacing_s)
     finally:
         await producer.stop()
 
@@ -531,14 +535,8 @@ async def test_a_lingering_fetch_hands_a_trickle_of_records_over_in_one_poll(
     )
     async with consumer:
         await committed_to_be(kafka_bootstrap, group, {0: 1})
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
-        await producer.start()
-        try:
-            for n in (1, 2, 3):
-                await producer.send_and_wait(topic, f'{{"n": {n}}}'.encode(), key=b"acct-1")
-                await asyncio.sleep(0.1)
-        finally:
-            await producer.stop()
+        trickle = [f'{{"n": {n}}}'.encode() for n in (1, 2, 3)]
+        await produce(kafka_bootstrap, topic, trickle, spacing_s=0.1)
         await committed_to_be(kafka_bootstrap, group, {0: 4})
 
     assert handler.offsets() == [0]  # the first poll held only the record produced before it
