@@ -1,9 +1,12 @@
 """Ingest benchmark: single-response and batch throughput against a bare ASGI app, in one run.
 
-Starts its own Kafka (deploy/local/kafka.sh, fresh data dir), `npsloop-ingest` and the bare app
-(`bench/bare_asgi.py`) under identical uvicorn settings (1 worker, uvloop, httptools), then drives
-each with wrk (32 connections) in alternating rounds and prints medians and the ratio ingest/bare.
-Figures are only meaningful as ratios measured in the same run on the same machine.
+Starts its own Kafka (deploy/local/kafka.sh, fresh data dir), `npsloop-ingest`, the bare app
+(`bench/bare_asgi.py`) and the Kafka floor (`bench/kafka_floor_asgi.py`: the bare app plus one
+acknowledged produce per request, nothing else) under identical uvicorn settings (1 worker,
+uvloop, httptools), then drives each with wrk (32 connections) in alternating rounds and prints
+medians, the ratio ingest/bare, and the floor's ratio: the most any ingest that waits for the
+broker's ack can reach on this machine. Figures are only meaningful as ratios measured in the
+same run on the same machine.
 
     make bench-ingest            # or: .venv/bin/python -m bench.ingest --help
 """
@@ -203,8 +206,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="npsloop-bench-"))
     single, batch = single_script(work), batch_script(work, args.batch_size)
-    ingest_port, bare_port = free_port(), free_port()
-    print("starting Kafka, ingest and the bare ASGI app…", flush=True)
+    ingest_port, bare_port, floor_port = free_port(), free_port(), free_port()
+    print("starting Kafka, ingest, the bare ASGI app and the Kafka floor…", flush=True)
     with local_kafka() as bootstrap:
         env = {
             **os.environ,
@@ -220,51 +223,81 @@ def main() -> int:
             str(ingest_port),
         ]
         bare_cmd = uvicorn_command("bench.bare_asgi:app", bare_port)
+        floor_cmd = uvicorn_command("bench.kafka_floor_asgi:app_from_environment", floor_port)
         with (
             server(ingest_cmd, env, f"http://127.0.0.1:{ingest_port}/readyz"),
             server(bare_cmd, env, f"http://127.0.0.1:{bare_port}/"),
+            server([*floor_cmd, "--factory"], env, f"http://127.0.0.1:{floor_port}/"),
         ):
             ingest_url = f"http://127.0.0.1:{ingest_port}/v1/responses"
             bare_url = f"http://127.0.0.1:{bare_port}/v1/responses"
-            run_wrk(
-                ingest_url, single, 3, args.connections
-            )  # warm-up: JIT-less, but caches/metadata
-            run_wrk(bare_url, single, 3, args.connections)
-            ingest_rounds, bare_rounds, batch_rounds = [], [], []
+            floor_url = f"http://127.0.0.1:{floor_port}/v1/responses"
+            for url in (ingest_url, bare_url, floor_url):  # warm-up: caches, Kafka metadata
+                run_wrk(url, single, 3, args.connections)
+            ingest_rounds, bare_rounds, floor_rounds, batch_rounds = [], [], [], []
             for round_number in range(1, args.rounds + 1):
                 print(f"round {round_number}/{args.rounds}", flush=True)
                 ingest_rounds.append(run_wrk(ingest_url, single, args.seconds, args.connections))
                 bare_rounds.append(run_wrk(bare_url, single, args.seconds, args.connections))
+                floor_rounds.append(run_wrk(floor_url, single, args.seconds, args.connections))
                 batch_rounds.append(run_wrk(ingest_url, batch, args.seconds, args.connections))
     report(
-        median_result(ingest_rounds), median_result(bare_rounds), median_result(batch_rounds), args
+        Medians(
+            ingest=median_result(ingest_rounds),
+            bare=median_result(bare_rounds),
+            floor=median_result(floor_rounds),
+            batch=median_result(batch_rounds),
+        ),
+        args,
     )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def report(ingest: WrkResult, bare: WrkResult, batch: WrkResult, args: argparse.Namespace) -> None:
-    ratio = ingest.requests_per_second / bare.requests_per_second
-    batch_rate = batch.requests_per_second * args.batch_size
+@dataclass(frozen=True)
+class Medians:
+    ingest: WrkResult
+    bare: WrkResult
+    floor: WrkResult
+    batch: WrkResult
+
+
+def report(medians: Medians, args: argparse.Namespace) -> None:
+    bare_rate = medians.bare.requests_per_second
+    ratio = medians.ingest.requests_per_second / bare_rate
+    floor_ratio = medians.floor.requests_per_second / bare_rate
+    batch_rate = medians.batch.requests_per_second * args.batch_size
     print(
         f"\nmedians of {args.rounds} rounds x {args.seconds}s, "
         f"{args.connections} connections, 1 uvicorn worker each"
     )
-    print(f"{'':28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
-    for name, r in (("bare ASGI (202, no work)", bare), ("ingest single response", ingest)):
+    print(f"{'':34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
+    rows = (
+        ("bare ASGI (202, no work)", medians.bare),
+        ("Kafka floor (bare + acked produce)", medians.floor),
+        ("ingest single response", medians.ingest),
+    )
+    for name, r in rows:
         print(
-            f"{name:28}{r.requests_per_second:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.non_2xx:>9}"
+            f"{name:34}{r.requests_per_second:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.non_2xx:>9}"
         )
+    batch = medians.batch
     print(
-        f"{'ingest batch of ' + str(args.batch_size):28}{batch.requests_per_second:>10.1f}"
+        f"{'ingest batch of ' + str(args.batch_size):34}{batch.requests_per_second:>10.1f}"
         f"{batch.p50_ms:>10.2f}{batch.p99_ms:>10.2f}{batch.non_2xx:>9}"
     )
     print(f"\ningest/bare throughput ratio: {ratio:.2f}  (target >= 0.50)")
+    # The floor does nothing but the acknowledged produce ingest must wait for, so its ratio
+    # bounds ingest's on this machine whatever ingest's own code costs.
+    print(
+        f"Kafka floor/bare ratio: {floor_ratio:.2f}  (the ceiling for ingest here; "
+        f"ingest reaches {ratio / floor_ratio:.0%} of it)"
+    )
     print(f"batch throughput: {batch_rate:,.0f} responses/s  (target >= 50,000)")
     # The absolute figure follows the machine's speed at the moment (shared cores swing by tens
     # of percent between runs); this one compares across runs.
     print(
-        f"batch responses per bare request: {batch_rate / bare.requests_per_second:.2f}"
+        f"batch responses per bare request: {batch_rate / bare_rate:.2f}"
         "  (the machine-independent form of the batch figure)"
     )
 
