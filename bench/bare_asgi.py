@@ -11,21 +11,22 @@ from typing import Any
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
-_BODY = b'{"accepted":1}'
-_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode())]
+ACCEPTED_BODY = b'{"accepted":1}'
+ACCEPTED_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(ACCEPTED_BODY)).encode()),
+]
 
 
-async def app(
-    scope: Scope,
-    receive: Callable[[], Awaitable[Message]],
-    send: Callable[[Message], Awaitable[None]],
-) -> None:
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     more_body = True
     while more_body:
         message = await receive()
         more_body = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 202, "headers": _HEADERS})
-    await send({"type": "http.response.body", "body": _BODY})
+    await send({"type": "http.response.start", "status": 202, "headers": ACCEPTED_HEADERS})
+    await send({"type": "http.response.body", "body": ACCEPTED_BODY})

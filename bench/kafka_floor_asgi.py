@@ -9,10 +9,10 @@ much of the bare app's request rate an acknowledged produce per request leaves t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
+from bench.bare_asgi import ACCEPTED_BODY, ACCEPTED_HEADERS, Receive, Scope, Send
 from npsloop_ingest.settings import IngestSettings
 from npsloop_shared.cloudevents import JSON_CONTENT_TYPE, SPEC_VERSION
 from npsloop_shared.contracts import (
@@ -24,17 +24,7 @@ from npsloop_shared.contracts import (
 from npsloop_shared.kafka.producer import KafkaProducer, OutgoingRecord
 from npsloop_shared.kafka.topics import ensure_topics
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 _ACCOUNTS: Final = 500  # as many keys as the bench's single-response script spreads over
-_BODY: Final = b'{"accepted":1}'
-_HEADERS: Final = [
-    (b"content-type", b"application/json"),
-    (b"content-length", str(len(_BODY)).encode()),
-]
 _SAMPLE: Final = ResponseShape.model_validate(
     {
         "response_id": "bench-floor",
@@ -96,8 +86,8 @@ class KafkaFloorApp:
         await self._answer(send, 202)
 
     async def _answer(self, send: Send, status: int) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": _HEADERS})
-        await send({"type": "http.response.body", "body": _BODY})
+        await send({"type": "http.response.start", "status": status, "headers": ACCEPTED_HEADERS})
+        await send({"type": "http.response.body", "body": ACCEPTED_BODY})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
