@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from npsloop_shared.contracts import MAX_REVISION
 from tests.ingest.conftest import BEARER, Ingest, valid_response
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(60)]
@@ -44,8 +45,26 @@ INVALID_FIELDS: list[tuple[str, dict[str, Any], str, str]] = [
         "submitted_at not a date",
         {"submitted_at": "yesterday"},
         "/submitted_at",
-        "datetime_from_date_parsing",
+        "iso_8601_datetime",
     ),
+    # pydantic alone would read these as Unix times; the contract is ISO 8601.
+    (
+        "submitted_at in Unix seconds",
+        {"submitted_at": 1_700_000_000},
+        "/submitted_at",
+        "iso_8601_datetime",
+    ),
+    ("submitted_at in Unix ms", {"submitted_at": 1.7e12}, "/submitted_at", "iso_8601_datetime"),
+    (
+        "submitted_at as digits",
+        {"submitted_at": "1700000000"},
+        "/submitted_at",
+        "iso_8601_datetime",
+    ),
+    ("revision below 0", {"revision": -1}, "/revision", "greater_than_equal"),
+    # Consumers store it as a PostgreSQL integer; past 64 bits it could not even be encoded.
+    ("revision of 2**31", {"revision": 2**31}, "/revision", "less_than_equal"),
+    ("revision of 10**30", {"revision": 10**30}, "/revision", "less_than_equal"),
     (
         "submitted_at 25 h ahead",
         {"submitted_at": TOO_FAR_AHEAD},
@@ -118,6 +137,7 @@ async def test_boundaries_are_accepted(ingest: Ingest) -> None:
         account_id="a" * 128,
         comment="c" * 5000,
         score=0,
+        revision=MAX_REVISION,
         submitted_at=NEARLY_A_DAY_AHEAD,
         attributes={f"k{i}": "v" * 256 for i in range(32)},
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -43,6 +44,9 @@ MAX_ATTRIBUTE_KEY_CHARS: Final = 64
 MAX_FUTURE_SKEW: Final = timedelta(hours=24)
 _MAX_FUTURE_SKEW_SECONDS: Final = MAX_FUTURE_SKEW.total_seconds()
 MAX_BATCH_RESPONSES: Final = 500
+# Consumers store the revision as a PostgreSQL `integer`: a larger one would be accepted here and
+# then dead-lettered by every consumer.
+MAX_REVISION: Final = 2**31 - 1
 
 
 class ResponseKind(StrEnum):
@@ -72,6 +76,20 @@ def _not_too_far_in_future(value: datetime) -> datetime:
             "submitted_at_in_future", "submitted_at is more than 24 hours in the future"
         )
     return value
+
+
+def _iso_8601_text(value: object) -> object:
+    # pydantic also reads Unix times (numbers, and strings of digits) as datetimes; the contract
+    # is ISO 8601, whose extended form opens with a four-digit year and a hyphen.
+    if isinstance(value, datetime) or (
+        isinstance(value, str) and value[4:5] == "-" and value[:4].isdigit()
+    ):
+        return value
+    raise PydanticCustomError(
+        "iso_8601_datetime",
+        "submitted_at must be an ISO 8601 date and time with a UTC offset, "
+        "such as 2026-11-01T10:00:00Z",
+    )
 
 
 def _without_nul(value: str | None) -> str | None:
@@ -117,7 +135,7 @@ class ResponseShape(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
     response_id: Identifier
-    revision: Annotated[StrictInt, Field(ge=0)] = 0
+    revision: Annotated[StrictInt, Field(ge=0, le=MAX_REVISION)] = 0
     kind: ResponseKind
     # Validated even when absent so "required when transactional" is reported at /touchpoint.
     touchpoint: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
@@ -127,6 +145,8 @@ class ResponseShape(BaseModel):
     score: Annotated[StrictInt, Field(ge=0, le=10)]
     comment: Annotated[str, Field(max_length=MAX_COMMENT_CHARS)] | None = None
     respondent: Respondent | None = None
+    # A Unix time (a number, or a string of digits) passes here; `needs_python_checks` spots it
+    # and `ResponseIn` refuses it.
     submitted_at: AwareDatetime
     locale: Annotated[str, Field(min_length=2, max_length=35)] | None = None
     attributes: Attributes = Field(default_factory=dict)
@@ -143,6 +163,7 @@ class ResponseIn(ResponseShape):
     _no_nul = field_validator("response_id", "account_id", "touchpoint", "comment", "locale")(
         _without_nul
     )
+    _iso_8601 = field_validator("submitted_at", mode="before")(_iso_8601_text)
     _not_too_far_ahead = field_validator("submitted_at")(_not_too_far_in_future)
 
     @field_validator("attributes")
@@ -166,12 +187,19 @@ class ResponseIn(ResponseShape):
         return value
 
 
+# `"submitted_at": 1700000000` or `"1700000000"`: pydantic reads a Unix time, the contract
+# refuses it. (A JSON number opens with a digit or a minus; an ISO 8601 string with `"YYYY-`.)
+_UNIX_TIME_SUBMITTED_AT: Final = re.compile(rb'"submitted_at"\s*:\s*(?:"[0-9.]+"|-?[0-9])')
+
+
 def needs_python_checks(body: bytes, items: Sequence[ResponseShape]) -> bool:
     """True when `ResponseIn`'s Python-level checks might fail for `items`, parsed from `body`
     as `ResponseShape`s; False means `ResponseIn` would accept them too."""
     # JSON can carry U+0000 only as this escape: a raw control character is invalid JSON. An
     # escaped backslash followed by "u0000" also matches; the full check then finds nothing.
     if b"\\u0000" in body:
+        return True
+    if _UNIX_TIME_SUBMITTED_AT.search(body) is not None:
         return True
     # Comparing aware datetimes costs less than converting each to a timestamp.
     latest = datetime.now(UTC) + MAX_FUTURE_SKEW
