@@ -28,11 +28,16 @@ def _app() -> FastAPI:
     async def get(item_id: str) -> int:
         raise NotFound(f"No item {item_id}.")
 
+    @app.get("/broken")
+    async def broken() -> int:
+        raise RuntimeError("secret detail of our own bug")
+
     return app
 
 
 async def _request(method: str, url: str, body: object = None) -> httpx.Response:
-    transport = httpx.ASGITransport(app=_app())
+    # As a server does: an error escaping the app is answered, not raised into the client.
+    transport = httpx.ASGITransport(app=_app(), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         return await client.request(method, url, json=body)
 
@@ -68,3 +73,13 @@ async def test_a_raised_error_carries_its_status_and_detail() -> None:
         "detail": "No item x1.",
         "instance": "/items/x1",
     }
+
+
+async def test_our_own_failure_is_a_problem_that_says_nothing_of_it() -> None:
+    answer = await _request("GET", "/broken")
+
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["title"] == "Internal Server Error"
+    assert answer.json()["instance"] == "/broken"
+    assert "secret detail" not in answer.text

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+INTERNAL_ERROR_DETAIL = "The server failed to answer this request; the error has been logged."
 
 
 class NpsloopError(Exception):
@@ -161,9 +162,15 @@ def install_problem_handlers(app: FastAPI) -> None:
             instance=request.url.path,
         )
 
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # Our fault, not the client's: nothing about it in the answer. Starlette re-raises the
+        # error after this answer is sent, so the server logs it with its traceback.
+        return error_response(NpsloopError(INTERNAL_ERROR_DETAIL), instance=request.url.path)
+
     app.add_exception_handler(NpsloopError, on_npsloop_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(Exception, on_unexpected)
 
 
 def _reason(status: int) -> str:

@@ -29,7 +29,12 @@ from npsloop_alerts.outbox import OutboxRelay
 from npsloop_alerts.routing.endpoints import router as routing_router
 from npsloop_alerts.settings import AlertsSettings
 from npsloop_shared.contracts import ACCOUNTS_TOPIC
-from npsloop_shared.db import SessionMaker, create_engine, create_sessionmaker
+from npsloop_shared.db import (
+    SessionMaker,
+    create_engine,
+    create_sessionmaker,
+    install_database_problem_handlers,
+)
 from npsloop_shared.errors import install_problem_handlers
 from npsloop_shared.kafka.producer import KafkaProducer
 from npsloop_shared.kafka.topics import TopicSpec, compacted_topic
@@ -149,6 +154,7 @@ def create_app(
     app.state.settings = settings
     app.state.settle_gc_after_start = settle_gc_after_start
     install_problem_handlers(app)
+    install_database_problem_handlers(app)
     app.include_router(health_router)
     app.include_router(directory_router)
     app.include_router(routing_router)

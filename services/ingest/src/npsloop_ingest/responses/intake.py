@@ -40,7 +40,7 @@ from npsloop_shared.contracts import (
     response_event_id_text,
     response_received_encoder,
 )
-from npsloop_shared.errors import NpsloopError, error_response
+from npsloop_shared.errors import INTERNAL_ERROR_DETAIL, NpsloopError, error_response
 from npsloop_shared.kafka.producer import KafkaProducer, OutgoingRecord
 from npsloop_shared.signing import SignedHeaders
 
@@ -137,6 +137,11 @@ class ResponseIntake:
             reply = await self._accept(auth, body)
         except NpsloopError as error:
             reply = self._rejected(error, source_id)
+        except Exception:
+            # A bug of ours: the client still gets a problem (never a bare 500 from the server),
+            # the log gets the traceback, and nothing was claimed.
+            log.exception("POST /v1/responses failed", extra={"source": source_id})
+            reply = _problem_reply(NpsloopError(INTERNAL_ERROR_DETAIL))
         self._metrics.request_answered(reply.status)
         return reply
 
@@ -239,8 +244,12 @@ class ResponseIntake:
                 "detail": error.detail,  # our own wording, never the request's content
             },
         )
-        response = error_response(error, instance=PATH)
-        return Reply(response.status_code, bytes(response.body), response.raw_headers)
+        return _problem_reply(error)
+
+
+def _problem_reply(error: NpsloopError) -> Reply:
+    response = error_response(error, instance=PATH)
+    return Reply(response.status_code, bytes(response.body), response.raw_headers)
 
 
 def _accepted_reply(ids: list[str]) -> Reply:
