@@ -148,10 +148,4 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         orig = getattr(current, "orig", None)
-        pending.extend(
-            [
-                current.__context__,
-                current.__cause__,
-                orig if isinstance(orig, BaseException) else None,
-            ]
-        )
+        pending.extend([current.__cause__, orig if isinstance(orig, BaseException) else None])
