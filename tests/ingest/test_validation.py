@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from npsloop_shared.contracts import MAX_REVISION
@@ -264,6 +266,31 @@ async def test_wrong_content_type_is_415(untouched: Ingest, content_type: str | 
 
     assert answer.status_code == 415
     assert answer.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate"])
+async def test_an_encoded_body_is_415_naming_what_is_accepted(
+    untouched: Ingest, coding: str
+) -> None:
+    body = gzip.compress(orjson.dumps(valid_response()))
+    headers = {**BEARER, "Content-Type": "application/json", "Content-Encoding": coding}
+
+    answer = await untouched.client.post("/v1/responses", content=body, headers=headers)
+
+    assert answer.status_code == 415
+    assert answer.headers["content-type"] == PROBLEM
+    assert answer.headers["accept-encoding"] == "identity"
+    assert "uncompressed" in answer.json()["detail"]
+
+
+async def test_an_identity_coding_is_the_plain_body(ingest: Ingest) -> None:
+    headers = {**BEARER, "Content-Type": "application/json", "Content-Encoding": "identity"}
+
+    answer = await ingest.client.post(
+        "/v1/responses", content=orjson.dumps(valid_response()), headers=headers
+    )
+
+    assert answer.status_code == 202, answer.text
 
 
 async def test_declared_length_over_1_mib_is_413_before_reading(untouched: Ingest) -> None:

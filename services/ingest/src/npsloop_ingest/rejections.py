@@ -64,6 +64,19 @@ class NotJson(UnsupportedMediaType):
         super().__init__("The body must be sent as `Content-Type: application/json`.")
 
 
+class EncodedBody(UnsupportedMediaType):
+    """RFC 9110 §15.5.16: a content coding the server does not apply is a 415 that names the
+    codings it accepts (only `identity`)."""
+
+    reason: ClassVar[str] = "unsupported_media_type"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Content-Encoding is not supported; send the body uncompressed.",
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
 class BodyTooLarge(PayloadTooLarge):
     reason: ClassVar[str] = "too_large"
 

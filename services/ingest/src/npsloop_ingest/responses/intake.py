@@ -7,7 +7,7 @@ answer is 503 with `Retry-After` and nothing is claimed — some events may stil
 client's retry then produces the same `ce_id`s, which consumers dedupe. A batch is all or
 nothing: one invalid response, and no event of it is produced.
 
-Order of checks: declared size (413) and content type (415) before reading, a bearer token (401)
+Order of checks: declared size (413), content type and coding (415) and a bearer token (401)
 before reading, the streamed size (413) while reading, a webhook signature (401) over the bytes
 read, then JSON (400) and validation (422), then Kafka (503 or 202).
 """
@@ -28,6 +28,7 @@ from npsloop_ingest.metrics import IngestMetrics
 from npsloop_ingest.rejections import (
     BodyTooLarge,
     ClientDisconnected,
+    EncodedBody,
     MissingCredentials,
     NotJson,
     rejection_reason,
@@ -71,6 +72,7 @@ class PostHeaders:
     """The request headers this endpoint reads, picked from ASGI's raw list in one pass."""
 
     content_type: bytes | None = None
+    content_encoding: bytes | None = None
     content_length: bytes | None = None
     authorization: bytes | None = None
     webhook_id: bytes | None = None
@@ -93,6 +95,8 @@ class PostHeaders:
                 found.webhook_timestamp = value
             elif name == b"webhook-signature":
                 found.webhook_signature = value
+            elif name == b"content-encoding":
+                found.content_encoding = value
         return found
 
     @property
@@ -151,6 +155,8 @@ class ResponseIntake:
         self._check_declared_length(headers.content_length)
         if not _is_json(headers.content_type):
             raise NotJson
+        if not _is_identity(headers.content_encoding):
+            raise EncodedBody
         if headers.authorization is not None:
             auth = self._authenticator.bearer(headers.authorization)
             return auth, await self._read_body(receive)
@@ -266,6 +272,10 @@ def _is_json(content_type: bytes | None) -> bool:
         return True
     media_type = content_type.split(b";", 1)[0].strip().lower()
     return media_type == _JSON
+
+
+def _is_identity(content_encoding: bytes | None) -> bool:
+    return content_encoding is None or content_encoding.strip().lower() in (b"", b"identity")
 
 
 def _text(value: bytes | None) -> str:
