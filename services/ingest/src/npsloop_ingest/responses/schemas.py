@@ -95,7 +95,7 @@ PROBLEM_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
         "outside the tolerance, or a replayed webhook-id."
     ),
     413: _problem("The body exceeds the limit: 1 MiB unless `NPSLOOP_INGEST_MAX_BODY_BYTES` says."),
-    415: _problem("The body is not `application/json`."),
+    415: _problem("The body is not `application/json`, or it is compressed (`Content-Encoding`)."),
     422: _problem(
         "Invalid responses; `errors` names every invalid field by JSON pointer. A batch is all or "
         "nothing: nothing was accepted."
